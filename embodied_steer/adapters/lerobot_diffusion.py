@@ -85,6 +85,7 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
         cfg = policy.config
         self.history_length = int(cfg.n_obs_steps)
         state = cfg.input_features.get("observation.state")
+        env_state = cfg.input_features.get("observation.environment_state")
         super().__init__(
             PolicyInfo(
                 name=name,
@@ -92,6 +93,7 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
                 execute_steps=int(execute_steps or cfg.n_action_steps),
                 action_bounds=action_bounds,
                 state_dim=None if state is None else int(state.shape[0]),
+                env_state_dim=None if env_state is None else int(env_state.shape[0]),
                 cameras=tuple(cfg.image_features),
                 extra={"type": "diffusion", "scheduler": cfg.noise_scheduler_type,
                        "num_inference_steps": int(policy.diffusion.num_inference_steps)},

@@ -130,6 +130,8 @@ class PolicyInfo:
     """How many actions of a chunk a runner executes before asking again (receding horizon)."""
     action_bounds: ActionBounds | None
     state_dim: int | None = None
+    env_state_dim: int | None = None
+    """Size of the privileged object state the policy reads (None: it reads none)."""
     cameras: tuple[str, ...] = ()
     uses_instruction: bool = False
     extra: dict[str, object] = field(default_factory=dict)
