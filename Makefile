@@ -32,7 +32,7 @@ bench: env
 
 # Re-create the shipped base policy from scratch (demonstrations, then training); see README.
 retrain-lift: env
-	bash scripts/retrain_lift.sh
+	bash scripts/retrain_base_policy.sh lift
 
 lock: env
 	$(PY) -m pip freeze --exclude-editable | grep -v '^embodied' > requirements/constraints.txt.new

@@ -1,0 +1,248 @@
+"""Roll out a policy in an environment for N seeded episodes and keep every result.
+
+Each finished episode is appended to ``episodes.jsonl`` at once (and flushed), so a crash or an
+interruption never loses the episodes already run; ``resume=True`` skips the episodes a previous
+run of the same folder finished. A crash *inside* an episode (a policy that produced NaN, an
+observation of the wrong shape, a simulator error) is recorded as that episode's result with
+``status="crashed"`` and the error message, and the evaluation goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from embodied_steer.core.policy import SteerablePolicy
+from embodied_steer.core.types import ActionChunk, Observation
+from embodied_steer.eval.stats import wilson_interval
+from embodied_steer.sim.base import to_observation
+
+log = logging.getLogger(__name__)
+
+ActFn = Callable[[SteerablePolicy, Observation], ActionChunk]
+"""How the runner asks a policy for a chunk; capabilities wrap this to apply interventions."""
+
+
+def default_act(policy: SteerablePolicy, obs: Observation) -> ActionChunk:
+    return policy.act(obs)
+
+
+@dataclass
+class EpisodeResult:
+    """One episode's outcome (a row of ``episodes.jsonl`` / ``episodes.csv``)."""
+
+    episode: int
+    seed: int
+    success: bool
+    steps: int
+    reward: float
+    seconds: float
+    inference_seconds: float
+    status: str = "ok"
+    error: str | None = None
+    video: str | None = None
+
+
+@dataclass
+class EvalSummary:
+    """Aggregate of an evaluation, written to ``summary.json``."""
+
+    env: str
+    policy: str
+    episodes: int
+    successes: int
+    crashed: int
+    success_rate: float
+    ci95: tuple[float, float]
+    mean_steps: float
+    mean_seconds: float
+    render_settings: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        lo, hi = self.ci95
+        rows = [
+            ("env", self.env), ("policy", self.policy), ("episodes", str(self.episodes)),
+            ("success rate", f"{self.success_rate:.3f}  (95% CI {lo:.3f}–{hi:.3f}, Wilson)"),
+            ("successes", str(self.successes)), ("crashed", str(self.crashed)),
+            ("mean episode length", f"{self.mean_steps:.1f} steps"),
+            ("mean episode time", f"{self.mean_seconds:.2f} s"),
+            ("render", json.dumps(self.render_settings)),
+        ]
+        width = max(len(k) for k, _ in rows)
+        line = "+" + "-" * (width + 2) + "+" + "-" * 62 + "+"
+        body = "\n".join(f"| {k:<{width}} | {v:<60} |" for k, v in rows)
+        return f"{line}\n{body}\n{line}"
+
+
+def run_episode(
+    env,
+    policy: SteerablePolicy,
+    *,
+    episode: int,
+    seed: int,
+    max_steps: int | None = None,
+    execute_steps: int | None = None,
+    act: ActFn = default_act,
+    frames: list[np.ndarray] | None = None,
+) -> EpisodeResult:
+    """Run one episode with receding-horizon chunk execution.
+
+    The policy is asked for a chunk, the first ``execute_steps`` actions are executed (the policy
+    observes every intermediate observation), then it is asked again. Exceptions propagate.
+    """
+    max_steps = max_steps or env.spec_info.max_episode_steps
+    execute_steps = execute_steps or policy.info.execute_steps
+    dt = 1.0 / env.spec_info.control_hz
+    obs_dict, info = env.reset(seed=seed)
+    policy.reset()
+    start = time.perf_counter()
+    infer = 0.0
+    total_reward = 0.0
+    queue: list[np.ndarray] = []
+    step = 0
+    success = bool(info.get("is_success", False))
+    while step < max_steps:
+        obs = to_observation(obs_dict, env.instruction, step * dt)
+        if frames is not None:
+            frames.append(_frame(obs))
+        if not queue:
+            t0 = time.perf_counter()
+            chunk = act(policy, obs)
+            infer += time.perf_counter() - t0
+            queue = list(chunk.actions[: max(1, execute_steps)])
+        else:
+            policy.observe(obs)
+        obs_dict, reward, terminated, truncated, info = env.step(queue.pop(0))
+        total_reward += float(reward)
+        step += 1
+        success = success or bool(info.get("is_success", False))
+        if terminated or truncated:
+            break
+    return EpisodeResult(
+        episode=episode, seed=seed, success=success, steps=step, reward=total_reward,
+        seconds=time.perf_counter() - start, inference_seconds=infer,
+    )
+
+
+def _frame(obs: Observation) -> np.ndarray | None:
+    if not obs.images:
+        return None
+    return np.concatenate([obs.images[k] for k in sorted(obs.images)], axis=1)
+
+
+def evaluate(
+    env,
+    policy: SteerablePolicy,
+    *,
+    episodes: int,
+    seed: int,
+    output_dir: str | Path,
+    max_steps: int | None = None,
+    execute_steps: int | None = None,
+    act: ActFn = default_act,
+    video_every: int = 0,
+    video_fps: int = 20,
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> EvalSummary:
+    """Evaluate ``policy`` for ``episodes`` episodes; episode ``i`` is reset with ``seed + i``.
+
+    Writes to ``output_dir``: ``episodes.jsonl`` (appended live), ``episodes.csv``,
+    ``summary.json``, ``plot.png`` and, with ``video_every > 0``, ``videos/episode_XXXX.mp4`` for
+    every ``video_every``-th episode (needs an environment with cameras).
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "episodes.jsonl"
+    done: dict[int, EpisodeResult] = {}
+    if resume and records_path.exists():
+        for line in records_path.read_text().splitlines():
+            if line.strip():
+                rec = EpisodeResult(**json.loads(line))
+                done[rec.episode] = rec
+        log.info("resuming: %d episodes already finished in %s", len(done), out)
+    elif records_path.exists():
+        records_path.unlink()
+    if video_every and not env.observation_space.spaces.get("pixels"):
+        raise ValueError("videos need an environment that renders cameras (e.g. env.cameras=[agentview])")
+
+    results: list[EpisodeResult] = [done[i] for i in sorted(done) if i < episodes]
+    bar = tqdm(total=episodes, initial=len(results), desc=f"eval {policy.info.name} on {env.spec_info.name}",
+               unit="ep", mininterval=2)
+    with open(records_path, "a") as sink:
+        for i in range(episodes):
+            if i in done:
+                continue
+            want_video = bool(video_every) and i % video_every == 0
+            frames: list[np.ndarray] | None = [] if want_video else None
+            try:
+                result = run_episode(env, policy, episode=i, seed=seed + i, max_steps=max_steps,
+                                     execute_steps=execute_steps, act=act, frames=frames)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a crashed episode is a result, not the end of the run
+                log.warning("episode %d crashed: %s", i, exc)
+                result = EpisodeResult(episode=i, seed=seed + i, success=False, steps=0, reward=0.0, seconds=0.0,
+                                       inference_seconds=0.0, status="crashed",
+                                       error=f"{type(exc).__name__}: {exc}")
+                log.debug("traceback:\n%s", traceback.format_exc())
+            if frames:
+                result.video = str(_write_video(out / "videos" / f"episode_{i:04d}.mp4", frames, video_fps))
+            results.append(result)
+            sink.write(json.dumps(asdict(result)) + "\n")
+            sink.flush()
+            bar.update(1)
+            bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
+    bar.close()
+
+    summary = summarize(results, env=env.spec_info.name, policy=policy.info.name,
+                        render_settings=env.render_settings.as_dict(), extra=extra or {})
+    _write_csv(out / "episodes.csv", results)
+    (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    from embodied_steer.eval.plots import plot_episodes
+
+    plot_episodes(results, out / "plot.png", title=f"{summary.policy} on {summary.env}")
+    return summary
+
+
+def summarize(results: list[EpisodeResult], *, env: str, policy: str, render_settings: dict[str, Any],
+              extra: dict[str, Any]) -> EvalSummary:
+    n = len(results)
+    successes = sum(r.success for r in results)
+    ok = [r for r in results if r.status == "ok"] or results
+    return EvalSummary(
+        env=env, policy=policy, episodes=n, successes=successes,
+        crashed=sum(r.status == "crashed" for r in results),
+        success_rate=successes / n if n else 0.0, ci95=wilson_interval(successes, n),
+        mean_steps=float(np.mean([r.steps for r in ok])) if ok else 0.0,
+        mean_seconds=float(np.mean([r.seconds for r in ok])) if ok else 0.0,
+        render_settings=render_settings, extra=extra,
+    )
+
+
+def _write_csv(path: Path, results: list[EpisodeResult]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(results[0])) if results else ["episode"])
+        writer.writeheader()
+        for r in results:
+            writer.writerow(asdict(r))
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    import imageio.v3 as iio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stack = np.stack([f for f in frames if f is not None])
+    iio.imwrite(path, stack, plugin="pyav", codec="libx264", fps=fps)
+    return path
