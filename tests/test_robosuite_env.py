@@ -106,3 +106,20 @@ def test_cameras_render_real_images_with_recorded_settings():
                                            "width": 64, "shadow_size": 512, "offscreen_samples": 0}
     finally:
         env.close()
+
+
+@pytest.mark.slow
+def test_two_camera_envs_in_one_process_render_their_own_scenes():
+    """robosuite renders into the current GL context; each env must make its own current."""
+    kw = dict(cameras=["agentview"], image_size=(48, 48), shadow_size=512, offscreen_samples=0, horizon=5)
+    lift = RobosuiteEnv("Lift", **kw)
+    alone = lift.reset(seed=0)[0]["pixels"]["agentview"].astype(int)
+    can = RobosuiteEnv("PickPlaceCan", **kw)
+    try:
+        can_img = can.reset(seed=0)[0]["pixels"]["agentview"].astype(int)
+        again = lift.reset(seed=0)[0]["pixels"]["agentview"].astype(int)
+        assert np.abs(again - alone).mean() < 2  # Lift still renders Lift
+        assert np.abs(can_img - alone).mean() > 10  # and the Can scene is a different picture
+    finally:
+        can.close()
+        lift.close()

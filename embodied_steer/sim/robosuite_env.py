@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 import os
-import xml.etree.ElementTree as ET
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -24,6 +23,7 @@ import numpy as np
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.types import ActionBounds
 from embodied_steer.sim.base import EnvSpec, RenderSettings
+from embodied_steer.sim.rendering import apply_render_quality, free_render_context, make_current
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -123,7 +123,7 @@ class RobosuiteEnv(gym.Env):
             **(env_kwargs or {}),
         )
         if use_cameras:
-            self._apply_render_quality(shadow_size, offscreen_samples)
+            apply_render_quality(self._env.sim, self.render_settings, self._env.render_gpu_device_id)
 
         low, high = self._env.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
@@ -158,31 +158,6 @@ class RobosuiteEnv(gym.Env):
         self._last_raw = raw
 
     # ------------------------------------------------------------------ helpers
-    def _apply_render_quality(self, shadow_size: int, offscreen_samples: int) -> None:
-        """Rebuild the simulation with the requested render quality.
-
-        The offscreen render context reads the quality settings when it is created, and a context
-        re-created in place renders garbage with EGL; robosuite's own path (an XML processor plus
-        one hard reset, which frees and re-creates sim and context together) works.
-        """
-
-        def set_quality(xml: str) -> str:
-            root = ET.fromstring(xml)
-            visual = root.find("visual")
-            if visual is None:
-                visual = ET.SubElement(root, "visual")
-            quality = visual.find("quality")
-            if quality is None:
-                quality = ET.SubElement(visual, "quality")
-            quality.set("shadowsize", str(int(shadow_size)))
-            quality.set("offsamples", str(int(offscreen_samples)))
-            return ET.tostring(root, encoding="unicode")
-
-        self._env.set_xml_processor(set_quality)
-        self._env.hard_reset = True
-        self._env.reset()
-        self._env.hard_reset = False
-
     def _convert(self, raw: dict[str, Any]) -> dict[str, Any]:
         robot = "robot0_"
         state = np.concatenate(
@@ -216,6 +191,7 @@ class RobosuiteEnv(gym.Env):
         if seed is not None:
             # robosuite's object placement samplers draw from NumPy's global generator.
             np.random.seed(seed)
+        make_current(self._env.sim)
         raw = self._env.reset()
         self._last_raw = raw
         self._t = 0
@@ -227,6 +203,7 @@ class RobosuiteEnv(gym.Env):
             raise ValueError(f"{self.task}: action must have shape {self.action_space.shape}, got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"{self.task}: action contains NaN or inf: {action}")
+        make_current(self._env.sim)
         raw, reward, _, _ = self._env.step(np.clip(action, self.action_space.low, self.action_space.high))
         self._last_raw = raw
         self._t += 1
@@ -240,9 +217,11 @@ class RobosuiteEnv(gym.Env):
         h, w = self.render_settings.height, self.render_settings.width
         if not self._cameras:
             return None
+        make_current(self._env.sim)
         img = self._env.sim.render(camera_name=cam, height=h, width=w)
         return np.ascontiguousarray(img[::-1])
 
     def close(self) -> None:
+        free_render_context(self._env.sim)
         with contextlib.suppress(Exception):
             self._env.close()
