@@ -141,11 +141,11 @@ def test_save_and_load_round_trip(policy, tmp_path):
 def test_missing_or_incomplete_checkpoint_is_named(tmp_path):
     from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
 
-    with pytest.raises(CheckpointError, match="not found: .*nowhere"):
+    with pytest.raises(CheckpointError, match="no checkpoint folder at .*nowhere"):
         LeRobotDiffusionPolicy.from_pretrained(tmp_path / "nowhere")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+    with pytest.raises(CheckpointError, match="incomplete: missing model.safetensors"):
         LeRobotDiffusionPolicy.from_pretrained(tmp_path / "half")
 
 

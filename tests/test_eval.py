@@ -113,7 +113,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no_such_env" in err and "available env options" in err and "lift" in err
     assert run_cli("policy=lift_diffusion", f"policy.path_or_hub_id={tmp_path}/missing") == 2
-    assert "checkpoint folder not found" in capsys.readouterr().err
+    assert "no checkpoint folder at" in capsys.readouterr().err
     assert run_cli("policy=scripted_lift", "intervention.noise_scale=0.5", f"output_dir={tmp_path}/o") == 2
     assert "'noise' intervention point" in capsys.readouterr().err
     assert run_cli("env=pickplace_can", "policy=lift_diffusion", f"output_dir={tmp_path}/p") == 2

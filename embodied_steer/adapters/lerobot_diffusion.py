@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from embodied_steer.adapters.checkpoints import resolve_checkpoint
 from embodied_steer.adapters.lerobot_batch import observation_to_frame
-from embodied_steer.core.errors import CheckpointError
 from embodied_steer.core.policy import (
     DenoiseCallback,
     DenoiseStep,
@@ -30,29 +30,11 @@ from embodied_steer.core.policy import (
     NoiseSpec,
     PolicyInfo,
     SteerablePolicy,
+    StepEdit,
 )
 from embodied_steer.core.types import ActionBounds, Observation
 
 OBS_IMAGES = "observation.images"
-
-
-def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> str:
-    """Return a local folder or hub id; raise :class:`CheckpointError` for a missing local path.
-
-    A string that looks like a path (absolute, relative with a separator, or existing) must exist
-    and contain ``config.json`` and ``model.safetensors``; anything else is treated as a hub id.
-    """
-    text = os.fspath(path_or_hub_id)
-    looks_local = os.path.isabs(text) or text.startswith(".") or text.count("/") != 1 or Path(text).exists()
-    if not looks_local:
-        return text
-    folder = Path(text)
-    if not folder.is_dir():
-        raise CheckpointError(f"policy checkpoint folder not found: {folder}")
-    missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
-    if missing:
-        raise CheckpointError(f"policy checkpoint {folder} is incomplete: missing {', '.join(missing)}")
-    return str(folder)
 
 
 class LeRobotDiffusionPolicy(SteerablePolicy):
@@ -125,12 +107,12 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
         from lerobot.policies.factory import make_pre_post_processors
 
         source = resolve_checkpoint(path_or_hub_id)
-        policy = DiffusionPolicy.from_pretrained(source)
+        policy = DiffusionPolicy.from_pretrained(str(source))
         if num_inference_steps is not None:
             policy.diffusion.num_inference_steps = int(num_inference_steps)
         policy.to(device)
         pre, post = make_pre_post_processors(
-            policy.config, pretrained_path=source, preprocessor_overrides={"device_processor": {"device": device}}
+            policy.config, pretrained_path=str(source), preprocessor_overrides={"device_processor": {"device": device}}
         )
         bounds = None
         if action_low is not None and action_high is not None:
@@ -230,23 +212,23 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
             if callback is not None:
                 alpha_bar = float(scheduler.alphas_cumprod[int(t)])
                 x0 = self._predict_x0(sample, eps, alpha_bar)
-                edit = callback(
-                    DenoiseStep(
-                        index=i, num_steps=len(timesteps), t=float(t), x=sample, model_output=eps,
-                        prediction=self.policy.config.prediction_type, x0=x0, alpha_bar=alpha_bar,
-                        to_actions=self._unnormalize,
-                    )
+                step = DenoiseStep(
+                    index=i, num_steps=len(timesteps), t=float(t), x=sample, model_output=eps,
+                    prediction=self.policy.config.prediction_type, x0=x0, alpha_bar=alpha_bar,
+                    to_actions=self._unnormalize,
                 )
+                with torch.enable_grad():  # guidance differentiates rewards through to_actions
+                    edit = callback(step)
+                if edit is not None and not isinstance(edit, StepEdit):
+                    raise TypeError(f"denoise callback must return StepEdit or None, got {type(edit).__name__}")
                 if edit is not None:
                     if edit.model_output is not None:
-                        if edit.model_output.shape != eps.shape:
-                            raise ValueError(f"callback returned model_output {tuple(edit.model_output.shape)}, expected {tuple(eps.shape)}")
-                        eps = edit.model_output
-                    resample = edit.resample
+                        eps = edit.checked_model_output(eps)
+                    if edit.resample is not None:
+                        resample = edit.checked_resample(sample.shape[0])
             sample = scheduler.step(eps, t, sample, generator=self.generator).prev_sample
             if resample is not None:
-                sample = sample[torch.as_tensor(resample, dtype=torch.long, device=sample.device)]
-                global_cond = global_cond[torch.as_tensor(resample, dtype=torch.long, device=sample.device)]
+                sample = sample[resample.to(sample.device)]
         return sample
 
     def _predict_x0(self, x: torch.Tensor, output: torch.Tensor, alpha_bar: float) -> torch.Tensor:

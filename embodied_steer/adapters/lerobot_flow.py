@@ -53,7 +53,6 @@ import dataclasses
 import io
 import json
 import logging
-import re
 import shutil
 import types
 from pathlib import Path
@@ -63,6 +62,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from embodied_steer.adapters.checkpoints import resolve_checkpoint
 from embodied_steer.adapters.lerobot_batch import OBS_IMAGES_PREFIX, observation_to_frame
 from embodied_steer.core.errors import CheckpointError, ConfigError
 from embodied_steer.core.policy import (
@@ -84,7 +84,6 @@ PALIGEMMA_TOKENIZER = "google/paligemma-3b-pt-224"
 #: Our own sidecar in saved checkpoints: adapter settings and, for tiny models, their sizes.
 SIDECAR = "embodied_steer.json"
 _EMPTY_CAMERA_PREFIX = OBS_IMAGES_PREFIX + "empty_camera_"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 Schedule = Literal["chunk", "step", "never"]
 ImageFlip = Literal["none", "horizontal", "vertical", "both"]
@@ -558,7 +557,7 @@ class LeRobotFlowPolicy(SteerablePolicy):
         """
         from lerobot.configs import PreTrainedConfig
 
-        folder = _resolve_checkpoint(path_or_hub_id, revision)
+        folder = resolve_checkpoint(path_or_hub_id, revision)
         sidecar = json.loads((folder / SIDECAR).read_text()) if (folder / SIDECAR).is_file() else {}
         try:
             config = PreTrainedConfig.from_pretrained(str(folder))
@@ -724,10 +723,10 @@ class LeRobotFlowPolicy(SteerablePolicy):
             if denoise_callback is not None:
                 edit = self._call_back(denoise_callback, index, steps, t, x, v)
                 if edit is not None and edit.model_output is not None:
-                    v = self._checked(edit.model_output, x, "model_output")
+                    v = edit.checked_model_output(v)
             x = x + dt * v
             if edit is not None and edit.resample is not None:
-                x = x[self._checked_indices(edit.resample, n)]
+                x = x[edit.checked_resample(n)]
         return self.to_actions(x).cpu().numpy()
 
     def _call_back(self, callback: DenoiseCallback, index: int, steps: int, t: float,
@@ -750,20 +749,6 @@ class LeRobotFlowPolicy(SteerablePolicy):
             raise TypeError(f"denoise callback must return StepEdit or None, got {type(edit).__name__}")
         return edit
 
-    @staticmethod
-    def _checked(value: torch.Tensor, like: torch.Tensor, what: str) -> torch.Tensor:
-        value = torch.as_tensor(value).detach().to(device=like.device, dtype=like.dtype)
-        if value.shape != like.shape:
-            raise ValueError(f"StepEdit.{what} must have shape {tuple(like.shape)}, got {tuple(value.shape)}")
-        return value
-
-    @staticmethod
-    def _checked_indices(indices: torch.Tensor, n: int) -> torch.Tensor:
-        indices = torch.as_tensor(indices, dtype=torch.long).flatten()
-        if indices.shape[0] != n or bool(((indices < 0) | (indices >= n)).any()):
-            raise ValueError(f"StepEdit.resample must hold {n} indices in [0, {n}), got {indices.tolist()}")
-        return indices
-
     @property
     def _device(self) -> torch.device:
         return next(self.policy.parameters()).device
@@ -785,31 +770,6 @@ class LeRobotFlowPolicy(SteerablePolicy):
 
 
 # =========================================================================== checkpoint loading
-def _resolve_checkpoint(path_or_hub_id: str | Path, revision: str | None) -> Path:
-    """A local checkpoint folder for ``path_or_hub_id``; hub ids go through ``snapshot_download``."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        missing = [f for f in ("config.json", "model.safetensors") if not (path / f).is_file()]
-        if missing:
-            raise CheckpointError(f"checkpoint folder '{path}' is incomplete: missing {', '.join(missing)}")
-        return path
-    if path.exists():
-        raise CheckpointError(f"'{path}' is a file; a LeRobot checkpoint is a folder with config.json and model.safetensors")
-    text = str(path_or_hub_id)
-    if not _HUB_ID.match(text):
-        raise CheckpointError(f"no checkpoint folder at '{text}'")
-    from huggingface_hub import snapshot_download
-
-    try:
-        local = snapshot_download(text, revision=revision, allow_patterns=["*.json", "*.safetensors"])
-    except Exception as err:  # offline, unknown repo, gated repo, network errors
-        raise CheckpointError(
-            f"no checkpoint folder at '{text}', and fetching it as a hub repo failed "
-            f"({type(err).__name__}: {err}). Offline (HF_HUB_OFFLINE=1) only cached repos load."
-        ) from err
-    return _resolve_checkpoint(local, revision)
-
-
 def _load_weights(policy_cls: type, folder: Path, config: Any) -> nn.Module:
     """``policy_cls.from_pretrained`` from a local folder; fail loudly where PI0/PI05 only print."""
     buffer = io.StringIO()

@@ -115,6 +115,24 @@ class StepEdit:
     model_output: torch.Tensor | None = None
     resample: torch.Tensor | None = None
 
+    def checked_model_output(self, like: torch.Tensor) -> torch.Tensor:
+        """``model_output`` detached, on ``like``'s device and dtype.
+
+        Raises ``ValueError`` on a shape mismatch and :class:`ActionError` on NaN / inf."""
+        value = torch.as_tensor(self.model_output).detach().to(device=like.device, dtype=like.dtype)
+        if value.shape != like.shape:
+            raise ValueError(f"StepEdit.model_output must have shape {tuple(like.shape)}, got {tuple(value.shape)}")
+        if not torch.isfinite(value).all():
+            raise ActionError("denoise callback returned a StepEdit.model_output with NaN or inf")
+        return value
+
+    def checked_resample(self, n: int) -> torch.Tensor:
+        """``resample`` as ``(n,)`` long indices in ``[0, n)``; ``ValueError`` otherwise."""
+        indices = torch.as_tensor(self.resample, dtype=torch.long).flatten()
+        if indices.shape[0] != n or bool(((indices < 0) | (indices >= n)).any()):
+            raise ValueError(f"StepEdit.resample must hold {n} indices in [0, {n}), got {indices.tolist()}")
+        return indices
+
 
 DenoiseCallback = Callable[[DenoiseStep], "StepEdit | None"]
 
