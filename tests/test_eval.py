@@ -158,3 +158,24 @@ def test_shipped_policy_succeeds_where_the_untrained_one_does_not():
     lost = [run_episode(env, untrained, episode=i, seed=1000 + i, max_steps=100).success for i in range(4)]
     env.close()
     assert sum(won) >= 3 and sum(lost) == 0  # measured: 4 of these 12 (43% over 30 episodes)
+
+
+@pytest.mark.slow
+def test_videos_are_written_for_camera_envs(tmp_path):
+    env = RobosuiteEnv("Lift", cameras=["agentview"], image_size=(64, 64), shadow_size=512,
+                       offscreen_samples=0, horizon=8)
+    try:
+        evaluate(env, FlakyPolicy(), episodes=2, seed=0, output_dir=tmp_path, video_every=2)
+    finally:
+        env.close()
+    records = [json.loads(x) for x in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert records[0]["video"].endswith("episode_0000.mp4") and records[1]["video"] is None
+    import imageio.v3 as iio
+
+    frames = iio.imread(records[0]["video"], plugin="pyav")
+    assert frames.shape[0] == 8 and frames.shape[1:3] == (64, 64)
+
+
+def test_videos_need_cameras(lift, tmp_path):
+    with pytest.raises(ValueError, match="videos need an environment that renders cameras"):
+        evaluate(lift, FlakyPolicy(), episodes=1, seed=0, output_dir=tmp_path, video_every=1)
