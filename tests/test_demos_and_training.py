@@ -26,11 +26,19 @@ def test_lift_expert_succeeds(lift):
 
 
 def test_expert_noise_makes_demonstrations_differ(lift):
-    a = [run_episode(lift, LiftExpert(seed=s), episode=0, seed=0).steps for s in range(4)]
-    assert len(set(a)) > 1  # same scene, different expert seeds -> different trajectories
-    quiet = LiftExpert(ExpertNoise(action_std=0.0, gain_range=(1.0, 1.0), offset_std=0.0), seed=0)
-    b = [run_episode(lift, quiet, episode=0, seed=0).steps for _ in range(2)]
-    assert b[0] == b[1]
+    from embodied_steer.sim.base import to_observation
+
+    obs = to_observation(lift.reset(seed=0)[0], lift.instruction)
+    noisy, quiet = LiftExpert(), LiftExpert(ExpertNoise(action_std=0.0, gain_range=(1.0, 1.0), offset_std=0.0))
+    actions = {}
+    for name, expert in (("noisy", noisy), ("quiet", quiet)):
+        for seed in (1, 2):
+            expert.reset(seed=seed)
+            actions[name, seed] = expert.act(obs).actions
+    assert np.abs(actions["noisy", 1] - actions["noisy", 2]).max() > 1e-3  # same scene, different demos
+    np.testing.assert_array_equal(actions["quiet", 1], actions["quiet", 2])
+    noisy.reset(seed=1)
+    np.testing.assert_array_equal(noisy.act(obs).actions, actions["noisy", 1])  # reproducible per seed
 
 
 @pytest.mark.slow
@@ -96,11 +104,11 @@ def test_training_reduces_loss_and_saves_a_loadable_policy(demos, tmp_path):
 
     out = train_diffusion(DiffusionTrainConfig(
         dataset_root=str(demos.root), repo_id="local/lift_demos", output_dir=str(tmp_path / "ckpt"),
-        steps=60, batch_size=32, down_dims=(16, 32), log_every=10, num_inference_steps=4,
+        steps=150, batch_size=32, lr=1e-3, down_dims=(16, 32), log_every=10, num_inference_steps=4,
     ))
     log = [line.split(",") for line in (out / "train_log.csv").read_text().splitlines()[1:]]
-    first, last = float(log[0][2]), float(log[-1][2])
-    assert last < 0.8 * first
+    losses = [float(row[1]) for row in log]
+    assert np.mean(losses[-3:]) < 0.8 * losses[0]  # measured: 1.26 -> 0.85
     policy = LeRobotDiffusionPolicy.from_pretrained(out)
     assert policy.info.chunk_size == 8 and policy.noise_spec.shape == (16, 7)
-    assert json.loads((out / "train_config.json").read_text())["steps"] == 60
+    assert json.loads((out / "train_config.json").read_text())["steps"] == 150

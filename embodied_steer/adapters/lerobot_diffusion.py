@@ -79,7 +79,8 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
                 cameras=tuple(cfg.image_features),
                 extra={"type": "diffusion", "scheduler": cfg.noise_scheduler_type,
                        "num_inference_steps": int(policy.diffusion.num_inference_steps)},
-            )
+            ),
+            seed=seed,
         )
         if self.info.execute_steps > self.info.chunk_size:
             raise ValueError(f"execute_steps={execute_steps} exceeds the chunk size {self.info.chunk_size}")
@@ -87,7 +88,6 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
         self.camera_map = dict(camera_map or {})
-        self.generator = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ construction
     @classmethod

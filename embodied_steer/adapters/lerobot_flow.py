@@ -678,8 +678,8 @@ class LeRobotFlowPolicy(SteerablePolicy):
         (once per flow step) or ``"never"`` (not during action sampling)."""
         return {name: schedule for name, (_, schedule) in self._backend.module_map().items()}
 
-    def reset(self) -> None:
-        super().reset()
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
         self.policy.reset()
 
     # ------------------------------------------------------------------ sampling
@@ -699,7 +699,8 @@ class LeRobotFlowPolicy(SteerablePolicy):
         return actions[..., : self._env_action_dim]
 
     def initial_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard-normal noise ``(n, chunk_size, max_action_dim)``."""
+        """Standard-normal noise ``(n, chunk_size, max_action_dim)`` (default: from :attr:`generator`)."""
+        generator = self.generator if generator is None else generator
         return torch.randn((n, *self.noise_spec.shape), generator=generator, dtype=torch.float32)
 
     @torch.no_grad()

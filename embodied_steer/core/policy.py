@@ -170,9 +170,11 @@ class SteerablePolicy(abc.ABC):
     interventions: frozenset[InterventionPoint] = frozenset()
     history_length: int = 1
 
-    def __init__(self, info: PolicyInfo) -> None:
+    def __init__(self, info: PolicyInfo, seed: int = 0) -> None:
         self.info = info
         self._history: collections.deque[Observation] = collections.deque(maxlen=self.history_length)
+        self.generator = torch.Generator().manual_seed(seed)
+        """Source of the sampler noise that is not passed in (re-seeded by ``reset(seed=...)``)."""
 
     # ------------------------------------------------------------------ declaration
     def supports(self, point: InterventionPoint) -> bool:
@@ -188,9 +190,16 @@ class SteerablePolicy(abc.ABC):
             )
 
     # ------------------------------------------------------------------ episode state
-    def reset(self) -> None:
-        """Forget the observation history (call at the start of every episode)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the observation history (call at the start of every episode).
+
+        With ``seed``, also re-seed :attr:`generator`, so that an episode's sampled actions depend
+        only on its own seed, not on the episodes run before it (a resumed evaluation then gives
+        the same results as an uninterrupted one).
+        """
         self._history.clear()
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
 
     def observe(self, obs: Observation) -> None:
         """Record an observation without acting (for policies that look at several past steps)."""

@@ -103,7 +103,7 @@ def run_episode(
     execute_steps = execute_steps or policy.info.execute_steps
     dt = 1.0 / env.spec_info.control_hz
     obs_dict, info = env.reset(seed=seed)
-    policy.reset()
+    policy.reset(seed=seed)
     start = time.perf_counter()
     infer = 0.0
     total_reward = 0.0

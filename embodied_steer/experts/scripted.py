@@ -60,8 +60,10 @@ class _PhaseExpert(SteerablePolicy):
         self.rng = np.random.default_rng(seed)
         self.reset()
 
-    def reset(self) -> None:
-        super().reset()
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
         self.phase = 0
         self.phase_steps = 0
         self.gain = float(self.rng.uniform(*self.noise.gain_range))
