@@ -179,3 +179,28 @@ def test_videos_are_written_for_camera_envs(tmp_path):
 def test_videos_need_cameras(lift, tmp_path):
     with pytest.raises(ValueError, match="videos need an environment that renders cameras"):
         evaluate(lift, FlakyPolicy(), episodes=1, seed=0, output_dir=tmp_path, video_every=1)
+
+
+def test_resumed_evaluation_equals_an_uninterrupted_one(lift, tmp_path):
+    """A stochastic policy re-seeded per episode gives the same episodes whether or not the run was split."""
+    from helpers import tiny_diffusion_policy
+
+    def outcomes(folder):
+        rows = [json.loads(x) for x in (folder / "episodes.jsonl").read_text().splitlines()]
+        return [(r["episode"], r["seed"], r["steps"], r["reward"], r["success"]) for r in rows]
+
+    actions = {}
+
+    def recording_act(tag):
+        def act(policy, obs):
+            chunk = policy.act(obs)
+            actions.setdefault(tag, []).append(chunk.actions.copy())
+            return chunk
+        return act
+
+    evaluate(lift, tiny_diffusion_policy(), episodes=3, seed=0, output_dir=tmp_path / "full", act=recording_act("full"))
+    evaluate(lift, tiny_diffusion_policy(), episodes=2, seed=0, output_dir=tmp_path / "split", act=recording_act("a"))
+    evaluate(lift, tiny_diffusion_policy(), episodes=3, seed=0, output_dir=tmp_path / "split", resume=True,
+             act=recording_act("b"))
+    assert outcomes(tmp_path / "full") == outcomes(tmp_path / "split")
+    np.testing.assert_array_equal(np.stack(actions["full"]), np.stack(actions["a"] + actions["b"]))

@@ -123,3 +123,18 @@ def test_two_camera_envs_in_one_process_render_their_own_scenes():
     finally:
         can.close()
         lift.close()
+
+
+def test_soft_reset_does_not_carry_the_previous_episode_over(lift):
+    """After an episode that closed the gripper, a seeded reset behaves like the first one."""
+    def first_steps():
+        obs, _ = lift.reset(seed=7)
+        out = [obs["state"]]
+        for _ in range(3):
+            out.append(lift.step(np.zeros(7, np.float32))[0]["state"])
+        return np.stack(out)
+
+    before = first_steps()
+    for _ in range(10):
+        lift.step(np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32))
+    np.testing.assert_allclose(first_steps(), before, atol=1e-9)

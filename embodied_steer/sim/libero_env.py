@@ -49,7 +49,7 @@ from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.types import ActionBounds
 from embodied_steer.sim.base import EnvSpec, RenderSettings
 from embodied_steer.sim.rendering import apply_render_quality, free_render_context, make_current
-from embodied_steer.sim.robosuite_env import _import_robosuite
+from embodied_steer.sim.robosuite_env import _import_robosuite, clear_gripper_commands
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -356,10 +356,7 @@ class LiberoEnv(gym.Env):
                 self._env.reset()
             finally:
                 np.random.set_state(global_rng)
-            # A soft reset keeps robosuite's gripper command (PandaGripper.current_action moves at a
-            # limited speed towards each action); start from zero as a freshly built model does.
-            for robot in self._env.env.robots:
-                robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
+            clear_gripper_commands(self._env.env)
             self._env.set_init_state(self.init_states[state_id])
             for _ in range(self.settle_steps):
                 self._env.step(SETTLE_ACTION)

@@ -52,6 +52,17 @@ def _import_robosuite():
     return robosuite, load_controller_config
 
 
+def clear_gripper_commands(env) -> None:
+    """Zero the grippers' remembered command after a soft reset.
+
+    robosuite's grippers move their command towards each new action at a limited speed and a soft
+    reset (``hard_reset=False``) keeps the last command, so an episode's first steps would depend on
+    how the previous episode ended. A freshly built model starts from zero; so do we.
+    """
+    for robot in env.robots:
+        robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
+
+
 class RobosuiteEnv(gym.Env):
     """A robosuite task behind the toolkit's gymnasium observation format.
 
@@ -193,6 +204,7 @@ class RobosuiteEnv(gym.Env):
             np.random.seed(seed)
         make_current(self._env.sim)
         raw = self._env.reset()
+        clear_gripper_commands(self._env)
         self._last_raw = raw
         self._t = 0
         return self._convert(raw), self._info(self._env._check_success())
