@@ -157,7 +157,7 @@ def test_shipped_policy_succeeds_where_the_untrained_one_does_not():
     won = [run_episode(env, trained, episode=i, seed=1000 + i).success for i in range(12)]
     lost = [run_episode(env, untrained, episode=i, seed=1000 + i, max_steps=100).success for i in range(4)]
     env.close()
-    assert sum(won) >= 3 and sum(lost) == 0  # measured: 4 of these 12 (43% over 30 episodes)
+    assert sum(won) >= 3 and sum(lost) == 0  # measured: 7 of these 12 (44% over 50 episodes)
 
 
 @pytest.mark.slow
