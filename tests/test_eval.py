@@ -28,8 +28,8 @@ class FlakyPolicy(SteerablePolicy):
         super().__init__(PolicyInfo("flaky", chunk_size=4, execute_steps=4, action_bounds=ActionBounds.symmetric(7)))
         self.bad, self.episode, self.calls = set(bad), -1, 0
 
-    def reset(self):
-        super().reset()
+    def reset(self, seed=None):
+        super().reset(seed)
         self.episode += 1
 
     def _generate(self, history, n, noise, cb):
