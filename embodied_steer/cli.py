@@ -115,6 +115,16 @@ def cmd_eval(cfg: DictConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     act = make_act_fn(cfg.intervention, policy)
+    monitor = None
+    if cfg.get("assist") is not None:
+        from embodied_steer.realm.monitor import monitor_from_settings
+
+        try:
+            monitor = monitor_from_settings(OmegaConf.to_container(cfg.assist, resolve=True), policy, out)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if monitor is not None:
+            act = monitor.wrap(act)
     summary = evaluate(
         env, policy, episodes=int(cfg.episodes), seed=int(cfg.seed), output_dir=out,
         max_steps=cfg.max_steps, execute_steps=cfg.execute_steps, act=act,
@@ -122,6 +132,12 @@ def cmd_eval(cfg: DictConfig) -> int:
         extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra)},
     )
     print(summary.table())
+    if monitor is not None:
+        from embodied_steer.realm.monitor import finish_monitor
+
+        assist = finish_monitor(monitor, out, int(cfg.assist.get("plot_episodes", 3)))
+        print(f"assistance: {assist['recommended']} over {assist['queries']} queries "
+              f"(estimate {assist['estimate_ms_median']:.1f} ms, sampling {assist['sample_ms_median']:.1f} ms median)")
     print(f"results: {out}")
     env.close()
     return 0

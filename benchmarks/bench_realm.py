@@ -1,0 +1,269 @@
+"""REALM assistance estimation: estimator bias/variance, latency, and the nav benchmark's confusion matrix.
+
+Usage (repo root)::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_realm.py --json outputs/bench_realm.json
+
+Parts (``--parts`` to choose):
+
+``bias``       bias and std of each estimator against closed-form entropies of Gaussians (isotropic,
+               correlated) and Monte-Carlo entropies of Gaussian mixtures, N = 50 and 200 samples,
+               ``--reps`` repetitions (vectorised: the repetitions are the estimator's time axis).
+``latency``    time of one full assistance estimate (:func:`assess`: all four modes) for N=50,
+               horizon 12, 7 action dims, per estimator; policy sampling time of the shipped
+               checkpoints (``generate(50)``) separately.
+``confusion``  recommended vs ground-truth assistance type on ``nav_ambiguity`` with the shipped
+               ``checkpoints/nav_diffusion``: the monitor is queried at every step of held-out
+               episodes (seeds 1000..) driven by the scripted demonstrator (``expert`` driver: the
+               states the labels are defined for) and by the policy itself (``policy`` driver);
+               steps labelled ``transition`` (forecast straddles two regions) are not scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from embodied_steer.core.types import ActionBounds  # noqa: E402
+from embodied_steer.realm.entropy import (  # noqa: E402
+    EntropyLimits,
+    estimate_entropy,
+    gaussian_entropy_closed_form,
+    mixture_entropy_reference,
+)
+from embodied_steer.realm.modes import AssistConfig, Mode, Recommender, assess  # noqa: E402
+
+ESTIMATORS = ("spacing", "knn", "gaussian")
+LABELS = [m.value for m in Mode]
+
+
+def bench_bias(reps: int, rng: np.random.Generator) -> list[dict]:
+    rows = []
+    cases = []
+    for d, s in ((1, 0.2), (2, 0.2), (7, 0.2)):
+        cases.append((f"Gaussian iso D={d} σ={s}", d, lambda n, d=d, s=s: rng.normal(0, s, (n, reps, d)),
+                      gaussian_entropy_closed_form(np.eye(d) * s**2)))
+    cov = np.array([[1.0, 0.9], [0.9, 1.0]]) * 0.04
+    cases.append(("Gaussian D=2 ρ=0.9 σ=0.2", 2, lambda n: rng.multivariate_normal([0, 0], cov, (n, reps)),
+                  gaussian_entropy_closed_form(cov)))
+    for sep in (0.3, 0.6):
+        means = np.array([[-sep, 0.0], [sep, 0.0]])
+        ref = mixture_entropy_reference(np.ones(2), means, np.full(2, 0.05))
+        cases.append((f"mixture 2×N(±{sep},0.05²) D=2", 2,
+                      lambda n, means=means: means[rng.integers(0, 2, (n, reps))] + 0.05 * rng.standard_normal((n, reps, 2)),
+                      ref))
+    for name, d, draw, truth in cases:
+        for n in (50, 200):
+            x = draw(n)
+            for est in ESTIMATORS:
+                h = estimate_entropy(x, est)  # (reps,)
+                rows.append({"case": name, "N": n, "estimator": est, "truth": truth,
+                             "bias": float(h.mean() - truth), "std": float(h.std())})
+    return rows
+
+
+def bench_latency(calls: int, rng: np.random.Generator) -> dict:
+    lim = EntropyLimits.from_noise(0.05, 7, ActionBounds.symmetric(7))
+    out = {"estimate": [], "sampling": []}
+    kinds = {"gaussian noise": lambda: rng.normal(0, 0.3, (50, 12, 7)),
+             "bimodal": lambda: rng.normal(0, 0.05, (50, 12, 7)) + np.repeat([[0.6], [-0.6]], 25, 0)[:, :, None] * np.eye(7)[1]}
+    for kind, make in kinds.items():
+        for est in ESTIMATORS:
+            cfg = AssistConfig(estimator=est)
+            x = make()
+            for _ in range(5):
+                assess(x, lim, cfg)
+            times = []
+            for _ in range(calls):
+                x = make()
+                t0 = time.perf_counter()
+                assess(x, lim, cfg)
+                times.append(time.perf_counter() - t0)
+            t = 1e3 * np.array(times)
+            out["estimate"].append({"samples": kind, "estimator": est, "median_ms": float(np.median(t)),
+                                    "p90_ms": float(np.percentile(t, 90))})
+    from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
+    from embodied_steer.core.types import Observation
+
+    for ckpt in ("lift_diffusion", "nav_diffusion"):
+        path = ROOT / "checkpoints" / ckpt
+        if not (path / "model.safetensors").is_file():
+            continue
+        policy = LeRobotDiffusionPolicy.from_pretrained(path)
+        cfg = policy.policy.config
+        obs = Observation(state=np.zeros(cfg.input_features["observation.state"].shape[0], np.float32),
+                          env_state=np.zeros(cfg.input_features["observation.environment_state"].shape[0], np.float32))
+        policy.reset()
+        policy.observe(obs)
+        for _ in range(3):
+            policy.generate(50)
+        times = []
+        for _ in range(max(10, calls // 10)):
+            t0 = time.perf_counter()
+            s = policy.generate(50)
+            times.append(time.perf_counter() - t0)
+        t = 1e3 * np.array(times)
+        out["sampling"].append({"policy": ckpt, "shape": list(s.actions.shape), "median_ms": float(np.median(t)),
+                                "p90_ms": float(np.percentile(t, 90))})
+    return out
+
+
+def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fig_dir: Path | None,
+                    stride: int = 1, human_std: float = 0.05, convolve: bool = False) -> dict:
+    from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
+    from embodied_steer.realm.monitor import MonitorRecord, plot_assistance
+    from embodied_steer.sim.base import to_observation
+    from embodied_steer.sim.nav_env import NavAmbiguityEnv, NavDemonstrator
+
+    env = NavAmbiguityEnv()
+    policy = LeRobotDiffusionPolicy.from_pretrained(ROOT / "checkpoints" / "nav_diffusion", seed=0,
+                                                    action_low=[-1, -1], action_high=[1, 1])
+    expert = NavDemonstrator(seed=12345)
+    lim = EntropyLimits.from_noise(human_std, 2, ActionBounds.symmetric(2))
+    cfg = AssistConfig(estimator=estimator, human_std=human_std, convolve=convolve)
+    raw = np.zeros((4, 4), int)
+    smooth = np.zeros((4, 4), int)
+    excluded = 0
+    successes = 0
+    est_ms, smp_ms = [], []
+    for ep in range(episodes):
+        obs_d, info = env.reset(seed=1000 + ep)
+        policy.reset()
+        expert.reset()
+        rec = Recommender()
+        queue: list[np.ndarray] = []
+        records, xs = [], []
+        for t in range(env.horizon):
+            obs = to_observation(obs_d, env.instruction, t / env.spec_info.control_hz)
+            policy.observe(obs)
+            truth = info["ground_truth"]
+            if t % stride and truth != "discrete" and queue:
+                action = expert.action(np.asarray(obs_d["state"], np.float64)) if driver != "policy" else queue.pop(0)
+                obs_d, _, term, trunc, info = env.step(action)
+                if term or trunc:
+                    break
+                continue
+            t0 = time.perf_counter()
+            s = oracle_samples(obs_d["state"], samples, 6, 100_000 * ep + t) if driver == "oracle" else policy.generate(samples).actions
+            t1 = time.perf_counter()
+            a = assess(s, lim, cfg)
+            t2 = time.perf_counter()
+            smp_ms.append(1e3 * (t1 - t0))
+            est_ms.append(1e3 * (t2 - t1))
+            mode = rec.update(a.value)
+            if truth == "transition":
+                excluded += 1
+            else:
+                raw[LABELS.index(truth), LABELS.index(a.best.value)] += 1
+                smooth[LABELS.index(truth), LABELS.index(mode.value)] += 1
+            if ep == 0 and fig_dir is not None:
+                records.append(MonitorRecord(ep, t, obs.timestamp, float(a.entropy.mean()), [],
+                                             {m.value: v for m, v in a.expected.items()}, {}, a.best.value,
+                                             mode.value, 0, [], [], [], 0, 0, truth=None if truth == "transition" else truth))
+                xs.append(float(obs_d["state"][0]))
+            if not queue:
+                queue = list(s[0])  # policy driver: execute one of the drawn chunks (the policy's own sample)
+            if driver in ("expert", "oracle"):
+                action = expert.action(np.asarray(obs_d["state"], np.float64))
+            else:
+                action = queue.pop(0)
+            obs_d, _, term, trunc, info = env.step(action)
+            if term or trunc:
+                break
+        successes += bool(info["is_success"])
+        if records:
+            plot_assistance(records, fig_dir / f"realm_nav_{driver}_episode0.png", x=xs, xlabel="robot x (m)",
+                            title=f"nav_ambiguity, {driver}-driven episode (seed 1000), {estimator}, human_std={human_std}")
+    def per_class(m):
+        return {LABELS[i]: (float(m[i, i] / m[i].sum()) if m[i].sum() else None) for i in range(4)}
+    return {"driver": driver, "estimator": estimator, "human_std": human_std, "convolve": convolve, "episodes": episodes, "samples": samples, "stride": stride,
+            "success_rate": successes / episodes, "excluded_transition_steps": excluded,
+            "confusion_raw": raw.tolist(), "confusion_hysteresis": smooth.tolist(),
+            "per_class_raw": per_class(raw), "per_class_hysteresis": per_class(smooth),
+            "estimate_ms_median": float(np.median(est_ms)), "sample_ms_median": float(np.median(smp_ms))}
+
+
+def oracle_samples(state: np.ndarray, n: int, horizon: int, seed: int) -> np.ndarray:
+    """``(n, horizon, 2)`` chunks of the demonstrator itself rolled out from ``state`` (the true
+    demonstration distribution; separates estimator errors from the learned policy's errors)."""
+    from embodied_steer.sim.nav_env import NavDemonstrator
+
+    out = np.zeros((n, horizon, 2), np.float32)
+    for i in range(n):  # benchmark-side sampler only; the estimators are vectorised
+        demo = NavDemonstrator(seed=seed * 1000 + i)
+        pos = np.asarray(state, np.float64).copy()
+        for t in range(horizon):
+            out[i, t] = demo.action(pos)
+            pos = pos + demo.layout.step_size * out[i, t]
+    return out
+
+
+def confusion_md(m: list[list[int]]) -> str:
+    lines = ["| truth \\ recommended | " + " | ".join(LABELS) + " | correct |", "|---|" + "---:|" * 5]
+    for i, row in enumerate(m):
+        tot = sum(row)
+        acc = f"{row[i] / tot:.1%}" if tot else "-"
+        lines.append(f"| {LABELS[i]} | " + " | ".join(str(v) for v in row) + f" | {acc} ({row[i]}/{tot}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="bias,latency,confusion")
+    ap.add_argument("--reps", type=int, default=300)
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--drivers", default="expert,policy")
+    ap.add_argument("--stride", type=int, default=3, help="query every k-th step (every step at the fork)")
+    ap.add_argument("--estimator", default="spacing")
+    ap.add_argument("--human-std", type=float, default=0.2,
+                    help="human input noise (floor); 0.2 was chosen on seeds 2000-2003, evaluation uses 1000+")
+    ap.add_argument("--figures", default=str(ROOT / "benchmarks" / "figures"))
+    ap.add_argument("--convolve", action="store_true", help="AssistConfig.convolve (experimental)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    parts = args.parts.split(",")
+    fig_dir = Path(args.figures)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+    if "bias" in parts:
+        result["bias"] = bench_bias(args.reps, rng)
+        print("| case | N | estimator | truth (nats) | bias | std |\n|---|---:|---|---:|---:|---:|")
+        for r in result["bias"]:
+            print(f"| {r['case']} | {r['N']} | {r['estimator']} | {r['truth']:.3f} | {r['bias']:+.3f} | {r['std']:.3f} |")
+    if "latency" in parts:
+        result["latency"] = bench_latency(args.calls, rng)
+        print(json.dumps(result["latency"], indent=1))
+    if "confusion" in parts:
+        result["confusion"] = []
+        for driver in args.drivers.split(","):
+            r = bench_confusion(args.episodes, args.samples, driver, args.estimator, fig_dir, args.stride,
+                                args.human_std, args.convolve)
+            result["confusion"].append(r)
+            print(f"\n{driver}-driven, estimator {args.estimator}, human_std {args.human_std}: success {r['success_rate']:.2f}, "
+                  f"excluded {r['excluded_transition_steps']}, estimate {r['estimate_ms_median']:.2f} ms, "
+                  f"sampling {r['sample_ms_median']:.1f} ms")
+            print("raw argmax V:\n" + confusion_md(r["confusion_raw"]))
+            print("with hysteresis:\n" + confusion_md(r["confusion_hysteresis"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

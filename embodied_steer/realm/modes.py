@@ -1,0 +1,309 @@
+"""Assistance modes: expected entropy after each kind of human input, and which one to ask for.
+
+For sampled action chunks ``(N, T, D)`` the *expected post-interaction entropy* ``E[H_m]`` (nats
+per time step, averaged over the ``T`` steps of the chunk) of each mode ``m``:
+
+``none``        the forecast as it is: ``mean_t H(a_t)``.
+``teleop``      the human drives: the floor (human input noise) at every step.
+``discrete``    the sampled trajectories are clustered into ``k`` options (k-means on the flattened
+                chunks, ``k`` chosen by silhouette; ``k = 1`` when no clear clusters exist); the
+                human picks option ``c`` with probability ``p_c`` (its share of samples):
+                ``Σ_c p_c · H(cluster c)``; clusters smaller than ``min_cluster`` get the floor.
+``correction``  at each step the top-``correction_dims`` principal directions of the samples are
+                replaced by the human's noise along them and the entropy is estimated again.
+
+Normalised likelihood and value: ``L(m) = exp(−(E[H_m] − H_floor) / τ)`` ∈ (0, 1] — 1 when the
+mode leaves only human-level uncertainty — with the temperature ``τ`` (nats) by default the mean
+per-dimension gap between ceiling and floor; ``V(m) = α_m L(m)`` where ``α_m ≤ 1`` penalises the
+human's effort (none 1 > discrete > correction > teleop). The recommendation is ``argmax_m V(m)``,
+smoothed by :class:`Recommender` (hysteresis).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embodied_steer.realm.entropy import EntropyLimits, as_chunks, estimate_entropy
+
+
+class Mode(str, enum.Enum):
+    """Kinds of human assistance, cheapest first."""
+
+    NONE = "none"
+    DISCRETE = "discrete"
+    CORRECTION = "correction"
+    TELEOP = "teleop"
+
+
+DEFAULT_ALPHA = {Mode.NONE: 1.0, Mode.DISCRETE: 0.9, Mode.CORRECTION: 0.7, Mode.TELEOP: 0.4}
+
+
+@dataclass
+class AssistConfig:
+    """Settings of the assistance estimate.
+
+    Attributes:
+        estimator: ``"spacing"`` (published), ``"knn"`` or ``"gaussian"``.
+        human_std: std of the human's input noise per action dimension (action units); sets the floor.
+        alpha: effort penalty ``α_m`` per mode (multiplies the likelihood; 1 = no effort).
+        temperature: ``τ`` in nats; ``None``: mean per-dimension ceiling − floor (1.0 without bounds).
+        k_max: most discrete options to offer.
+        silhouette_min: smallest mean silhouette for clusters to count as distinct options.
+        min_cluster: fraction of ``N`` below which a cluster is "tiny" and gets the floor.
+        correction_dims: principal directions the human corrects per step.
+        seed: seed of k-means initialisation and of the simulated human correction noise.
+        convolve: estimate the entropy of the samples plus human input noise (seeded) instead of
+            only clamping at the floor; then two tight modes far apart count as ``log 2`` above
+            the floor even when each mode is narrower than the human's noise. Experimental: off by
+            default (on the nav benchmark it lowered `none` accuracy; not re-calibrated).
+    """
+
+    estimator: str = "spacing"
+    human_std: float | list[float] = 0.05
+    alpha: dict[Mode, float] = field(default_factory=lambda: dict(DEFAULT_ALPHA))
+    temperature: float | None = None
+    k_max: int = 3
+    silhouette_min: float = 0.6
+    min_cluster: float = 0.1
+    correction_dims: int = 1
+    seed: int = 0
+    convolve: bool = False
+
+    def __post_init__(self) -> None:
+        self.alpha = {Mode(k): float(v) for k, v in self.alpha.items()}
+        missing = set(Mode) - set(self.alpha)
+        if missing:
+            raise ValueError(f"alpha needs a value for every mode; missing {sorted(m.value for m in missing)}")
+        if any(not 0 < v <= 1 for v in self.alpha.values()):
+            raise ValueError(f"alpha values must be in (0, 1], got {self.alpha}")
+
+
+@dataclass
+class DiscreteOptions:
+    """The options to show the human for a discrete choice.
+
+    Attributes:
+        means: ``(k, T, D)`` mean action chunk of each option (action units).
+        probs: ``(k,)`` share of samples in each option.
+        labels: ``(N,)`` option index of each sample.
+        silhouette: mean silhouette of the clustering (``nan`` for ``k = 1``).
+    """
+
+    means: np.ndarray
+    probs: np.ndarray
+    labels: np.ndarray
+    silhouette: float
+
+
+@dataclass
+class CorrectionDirections:
+    """Directions the human should correct: ``directions`` ``(T, c, D)`` unit vectors, ``stds`` ``(T, c)``
+    the samples' spread along them (action units), largest first."""
+
+    directions: np.ndarray
+    stds: np.ndarray
+
+
+@dataclass
+class Assessment:
+    """One assistance estimate.
+
+    Attributes:
+        entropy: ``(T,)`` per-step entropy of the forecast (nats).
+        expected: mode → expected post-interaction entropy per step (nats).
+        likelihood: mode → ``L(m)``. value: mode → ``V(m)``.
+        best: ``argmax V``. floor, ceiling: total limits (nats per step).
+        options: the discrete choice. directions: the correction directions.
+    """
+
+    entropy: np.ndarray
+    expected: dict[Mode, float]
+    likelihood: dict[Mode, float]
+    value: dict[Mode, float]
+    best: Mode
+    floor: float
+    ceiling: float
+    options: DiscreteOptions
+    directions: CorrectionDirections
+
+    def summary(self) -> dict[str, object]:
+        """JSON-ready scalars (for logs)."""
+        return {
+            "entropy": float(np.mean(self.entropy)),
+            "expected": {m.value: round(v, 4) for m, v in self.expected.items()},
+            "value": {m.value: round(v, 4) for m, v in self.value.items()},
+            "best": self.best.value,
+            "num_options": int(len(self.options.probs)),
+        }
+
+
+# ------------------------------------------------------------------------------------ clustering
+def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 15) -> np.ndarray:
+    """Labels ``(N,)`` of k-means (k-means++ init) on ``x`` ``(N, F)``; vectorised over samples."""
+    n = x.shape[0]
+    sq = (x**2).sum(1)
+    idx = [int(rng.integers(n))]
+    d2 = np.maximum(sq - 2 * x @ x[idx[0]] + sq[idx[0]], 0.0)
+    for _ in range(1, k):
+        p = d2 / d2.sum() if d2.sum() > 0 else np.full(n, 1.0 / n)
+        idx.append(int(rng.choice(n, p=p)))
+        d2 = np.minimum(d2, np.maximum(sq - 2 * x @ x[idx[-1]] + sq[idx[-1]], 0.0))
+    c = x[idx]
+    labels = np.full(n, -1)
+    eye = np.eye(k)
+    for _ in range(iters):
+        new = np.argmin((c**2).sum(1)[None] - 2 * x @ c.T, axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        onehot = eye[labels]  # (N, k)
+        counts = onehot.sum(0)
+        c = np.where(counts[:, None] > 0, (onehot.T @ x) / np.maximum(counts, 1)[:, None], c)
+    return labels
+
+
+def _silhouette(dist: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Mean silhouette from a ``(N, N)`` distance matrix."""
+    onehot = np.eye(k)[labels]  # (N, k)
+    counts = onehot.sum(0)
+    if np.any(counts < 2):
+        return -1.0
+    sums = dist @ onehot  # (N, k): total distance to each cluster
+    own = counts[labels]
+    a = sums[np.arange(len(labels)), labels] / (own - 1)
+    mean_to = sums / counts[None]
+    mean_to[np.arange(len(labels)), labels] = np.inf
+    b = mean_to.min(1)
+    s = (b - a) / np.maximum(np.maximum(a, b), 1e-12)
+    return float(np.mean(s))
+
+
+def discrete_options(x: np.ndarray, cfg: AssistConfig) -> DiscreteOptions:
+    """Cluster chunks ``x`` ``(N, T, D)`` into options; ``k = 1`` unless clusters are distinct."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    single = DiscreteOptions(x.mean(0, keepdims=True), np.ones(1), np.zeros(n, dtype=int), float("nan"))
+    if n < 4 or cfg.k_max < 2:
+        return single
+    sq = (flat**2).sum(1)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * flat @ flat.T, 0.0))
+    if dist.max() <= 1e-9:
+        return single
+    rng = np.random.default_rng(cfg.seed)
+    best = (cfg.silhouette_min, None, 1)
+    for k in range(2, min(cfg.k_max, n // 2) + 1):
+        labels = _kmeans(flat, k, rng)
+        s = _silhouette(dist, labels, k)
+        if s > best[0]:
+            best = (s, labels, k)
+    score, labels, k = best
+    if labels is None:
+        return single
+    onehot = np.eye(k)[labels]
+    counts = onehot.sum(0)
+    means = np.einsum("nk,ntd->ktd", onehot, x) / counts[:, None, None]
+    order = np.argsort(-counts)
+    remap = np.empty(k, dtype=int)
+    remap[order] = np.arange(k)
+    return DiscreteOptions(means[order], counts[order] / n, remap[labels], score)
+
+
+def correction_directions(x: np.ndarray, dims: int) -> CorrectionDirections:
+    """Top-``dims`` principal directions of the samples at every step of ``x`` ``(N, T, D)``."""
+    n, _, d = x.shape
+    xc = x - x.mean(0, keepdims=True)
+    cov = np.einsum("ntd,nte->tde", xc, xc) / max(n - 1, 1)
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    c = min(dims, d)
+    top = evecs[..., ::-1][..., :c]  # (T, D, c)
+    stds = np.sqrt(np.maximum(evals[..., ::-1][..., :c], 0.0))  # (T, c)
+    return CorrectionDirections(np.swapaxes(top, 1, 2), stds)
+
+
+# ------------------------------------------------------------------------------------ the estimate
+def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
+                       ) -> tuple[np.ndarray, dict[Mode, float], DiscreteOptions, CorrectionDirections]:
+    """Per-step forecast entropy ``(T,)`` and each mode's expected entropy (nats per step)."""
+    est = cfg.estimator
+    x_raw = x
+    if cfg.convolve:  # what the human can resolve: the samples blurred by the human's own noise
+        x = x + limits.human_std * np.random.default_rng(cfg.seed + 1).standard_normal(x.shape)
+    h_none = estimate_entropy(x, est, limits)
+    floor = limits.total_floor
+    options = discrete_options(x_raw, cfg)
+    min_n = max(5, int(np.ceil(cfg.min_cluster * x.shape[0])))
+    if len(options.probs) == 1:
+        h_disc = float(h_none.mean())
+    else:
+        h_disc = 0.0
+        for c, p in enumerate(options.probs):  # k <= k_max clusters, not samples
+            members = x[options.labels == c]
+            h_c = float(estimate_entropy(members, est, limits).mean()) if len(members) >= min_n else floor
+            h_disc += float(p) * h_c
+    dirs = correction_directions(x_raw, cfg.correction_dims)
+    u = np.swapaxes(dirs.directions, 1, 2)  # (T, D, c)
+    xc = x - x.mean(0, keepdims=True)
+    coeff = np.einsum("ntd,tdc->ntc", xc, u)  # projections (N, T, c)
+    human = np.sqrt(np.einsum("tdc,d->tc", u**2, limits.human_std**2))  # human std along each direction
+    z = np.random.default_rng(cfg.seed).standard_normal(coeff.shape)
+    corrected = x - np.einsum("ntc,tdc->ntd", coeff - human[None] * z, u)
+    h_corr = float(estimate_entropy(corrected, est, limits).mean())
+    expected = {Mode.NONE: float(h_none.mean()), Mode.DISCRETE: min(h_disc, float(h_none.mean())),
+                Mode.CORRECTION: min(h_corr, float(h_none.mean())), Mode.TELEOP: floor}
+    return h_none, expected, options, dirs
+
+
+def assess(samples: np.ndarray, limits: EntropyLimits, cfg: AssistConfig | None = None) -> Assessment:
+    """Expected entropies, ``L(m)``, ``V(m)``, the best mode, options and directions for ``(N, T, D)``.
+
+    Raises :class:`~embodied_steer.realm.entropy.EntropyInputError` on samples no entropy can be
+    estimated from (the monitor turns that into a defined record instead of raising).
+    """
+    cfg = cfg or AssistConfig()
+    from embodied_steer.realm.entropy import MIN_SAMPLES
+
+    x = as_chunks(samples, min_samples=MIN_SAMPLES.get(cfg.estimator, 3))
+    h_none, expected, options, dirs = expected_entropies(x, limits, cfg)
+    tau = cfg.temperature or limits.range_per_dim
+    floor = limits.total_floor
+    likelihood = {m: float(np.exp(-max(h - floor, 0.0) / tau)) for m, h in expected.items()}
+    value = {m: cfg.alpha[m] * likelihood[m] for m in Mode}
+    best = max(Mode, key=lambda m: (value[m], -list(Mode).index(m)))
+    return Assessment(h_none, expected, likelihood, value, best, floor, limits.total_ceiling, options, dirs)
+
+
+class Recommender:
+    """Hysteresis on top of ``argmax V``: switch only when another mode is clearly and persistently better.
+
+    A new mode replaces the current one when its value exceeds the current mode's value by at
+    least ``margin`` (relative, i.e. ``V_new > (1 + margin) V_cur``) at ``patience`` consecutive
+    updates. The first update adopts the best mode at once.
+    """
+
+    def __init__(self, margin: float = 0.1, patience: int = 2) -> None:
+        if margin < 0 or patience < 1:
+            raise ValueError(f"need margin >= 0 and patience >= 1, got {margin}, {patience}")
+        self.margin, self.patience = margin, patience
+        self.reset()
+
+    def reset(self) -> None:
+        self.current: Mode | None = None
+        self._candidate: Mode | None = None
+        self._count = 0
+
+    def update(self, value: dict[Mode, float]) -> Mode:
+        """Feed one step's ``V(m)``; return the mode to recommend now."""
+        best = max(Mode, key=lambda m: (value[m], -list(Mode).index(m)))
+        if self.current is None:
+            self.current = best
+        elif best != self.current and value[best] > (1 + self.margin) * value[self.current]:
+            self._count = self._count + 1 if best == self._candidate else 1
+            self._candidate = best
+            if self._count >= self.patience:
+                self.current, self._candidate, self._count = best, None, 0
+        else:
+            self._candidate, self._count = None, 0
+        return self.current
