@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-create a shipped base policy from scratch: scripted demonstrations, then CPU training.
 #   bash scripts/retrain_base_policy.sh lift   ->  checkpoints/lift_diffusion   (~1 min + ~6 min)
-#   bash scripts/retrain_base_policy.sh can    ->  checkpoints/can_diffusion    (~4 min + ~10 min)
+#   bash scripts/retrain_base_policy.sh can    ->  checkpoints/can_diffusion    (~9 min + ~15 min)
 # Seeds are fixed (demonstration attempts 0.., expert seed 0, training seed 0, one torch thread), so a
 # rerun on this kind of machine gives the same demonstrations and a policy trained the same way;
 # floating-point differences across CPUs/torch builds can still change individual weights.
@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 task=${1:?usage: retrain_base_policy.sh lift|can}
 case "$task" in
   lift) env=lift; expert=scripted_lift; demos=50; use=20; steps=2000 ;;
-  can)  env=pickplace_can; expert=scripted_can; demos=50; use=50; steps=3000 ;;
+  can)  env=pickplace_can; expert=scripted_can; demos=100; use=100; steps=6000 ;;
   *) echo "unknown task '$task' (lift or can)" >&2; exit 2 ;;
 esac
 data=data/${env}_demos
