@@ -76,3 +76,13 @@ def to_observation(obs: Mapping[str, Any], instruction: str = "", timestamp: flo
         env_state=None if env_state is None else np.asarray(env_state, dtype=np.float32),
         timestamp=timestamp,
     )
+
+
+def upright_images(raw: Mapping[str, Any], cameras: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """robosuite/LIBERO ``<camera>_image`` observables (rendered bottom-up, OpenGL) with row 0 on top."""
+    return {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in cameras}
+
+
+def step_info(success: bool, instruction: str, render: RenderSettings, **extra: Any) -> dict[str, Any]:
+    """The ``info`` dict every wrapper returns from ``reset`` and ``step``."""
+    return {"is_success": bool(success), "instruction": instruction, "render_settings": render.as_dict(), **extra}

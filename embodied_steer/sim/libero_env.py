@@ -47,7 +47,7 @@ import numpy as np
 
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.types import ActionBounds
-from embodied_steer.sim.base import EnvSpec, RenderSettings
+from embodied_steer.sim.base import EnvSpec, RenderSettings, step_info, upright_images
 from embodied_steer.sim.rendering import apply_render_quality, free_render_context, make_current
 from embodied_steer.sim.robosuite_env import _import_robosuite, clear_gripper_commands
 
@@ -299,18 +299,12 @@ class LiberoEnv(gym.Env):
         if self._has_env_state:
             out["env_state"] = np.asarray(raw["object-state"], np.float32)
         if self._cameras:
-            # MuJoCo renders bottom-up (OpenGL); flip so row 0 is the top of the picture.
-            out["pixels"] = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self._cameras}
+            out["pixels"] = upright_images(raw, self._cameras)
         self._last_obs = out
         return out
 
     def _info(self, success: bool) -> dict[str, Any]:
-        return {
-            "is_success": bool(success),
-            "instruction": self.instruction,
-            "render_settings": self.render_settings.as_dict(),
-            "init_state_id": self.init_state_id,
-        }
+        return step_info(success, self.instruction, self.render_settings, init_state_id=self.init_state_id)
 
     @property
     def unwrapped_libero(self):

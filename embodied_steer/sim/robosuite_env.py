@@ -22,7 +22,7 @@ import numpy as np
 
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.types import ActionBounds
-from embodied_steer.sim.base import EnvSpec, RenderSettings
+from embodied_steer.sim.base import EnvSpec, RenderSettings, step_info, upright_images
 from embodied_steer.sim.rendering import apply_render_quality, free_render_context, make_current
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -176,16 +176,11 @@ class RobosuiteEnv(gym.Env):
         ).astype(np.float32)
         out: dict[str, Any] = {"state": state, "env_state": np.asarray(raw["object-state"], np.float32)}
         if self._cameras:
-            # robosuite renders bottom-up (OpenGL); flip so row 0 is the top of the picture.
-            out["pixels"] = {c: np.ascontiguousarray(raw[f"{c}_image"][::-1]) for c in self._cameras}
+            out["pixels"] = upright_images(raw, self._cameras)
         return out
 
     def _info(self, success: bool) -> dict[str, Any]:
-        return {
-            "is_success": bool(success),
-            "instruction": self.instruction,
-            "render_settings": self.render_settings.as_dict(),
-        }
+        return step_info(success, self.instruction, self.render_settings)
 
     @property
     def unwrapped_robosuite(self):
