@@ -43,7 +43,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 echo "[setup] installing pinned dependencies into $VENV (first time: a few minutes, ~7 GB)"
-"$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24"
-"$VENV/bin/python" -m pip install --quiet -c requirements/constraints.txt -e ".[ros,dev]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# This machine's pip configuration names local index folders that do not exist for every package;
+# pip warns about each one. Keep those lines out of the log, keep everything else.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip install --quiet --upgrade "pip>=24"
+quiet_pip install --quiet -c requirements/constraints.txt -e ".[ros,dev]"
 echo "$want" > "$STAMP"
 echo "[setup] environment ready: $VENV"
