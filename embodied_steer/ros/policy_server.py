@@ -1,0 +1,417 @@
+"""Policy server: a lifecycle node that runs a configured policy (+ interventions) at the control rate.
+
+Lifecycle: ``configure`` loads the policy and creates topics and services; ``activate`` starts the
+control timer; ``deactivate`` stops it and holds; ``cleanup`` drops the policy. With the parameter
+``autostart: true`` the node configures and activates itself (for the simulated loop and for robots
+without a lifecycle manager).
+
+Every control tick (``control_rate_hz``, the arm's control rate, which also defines the command
+units; ``timer_rate_hz`` > 0 ticks faster, for a lockstep simulation that should run faster than
+real time): if the e-stop is engaged or the :class:`Watchdog` trips
+(stale observations, inference overrun), publish a *hold* command; otherwise take the next action of
+the current chunk (running the policy when the chunk is used up), pass it through the
+:class:`SafetyFilter` and publish it. With ``lockstep: true`` a command is only sent for an
+observation stamp not answered yet (the simulated arm steps once per command).
+
+Topics, units and message types: :mod:`embodied_steer.ros.conversions`. Services: ``~/estop``
+(``std_srvs/SetBool``: true engages, false releases), ``~/reset`` (``std_srvs/Trigger``: new
+episode), ``~/set_steering`` (``std_srvs/SetBool``: interventions on / off, from the next chunk).
+Steering parameters ``intervention.noise_scale`` / ``intervention.noise_seed`` may be changed at
+run time (``ros2 param set``); the change applies from the next chunk. Diagnostics:
+``diagnostic_msgs/DiagnosticArray`` on ``diagnostics``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Bool, Header, String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from embodied_steer.core.policy import InterventionPoint
+from embodied_steer.ros import conversions as cv
+from embodied_steer.ros.node_utils import announce, declare, run_node
+from embodied_steer.ros.params import POLICY_SERVER as DEFAULTS
+from embodied_steer.ros.safety import EefLimits, EStop, JointLimits, SafetyFilter, StampOrder, UnsafeInput, Watchdog
+
+
+SENSOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+def _strings(values: list[str]) -> list[str]:
+    return [v for v in values if v]  # ROS string-array parameters can't be empty: [""] means none
+
+
+class PolicyServer(LifecycleNode):
+    """See the module docstring. Parameters: :data:`DEFAULTS` (units in the names)."""
+
+    def __init__(self, node_name: str = "policy_server", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.p = declare(self, DEFAULTS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.policy = None
+        self.timer = None
+        self._subs: list = []
+        self._pubs: dict[str, Any] = {}
+        self._srvs: list = []
+        self.estop = EStop()
+        self.order = StampOrder()
+        self.counters = {"rejected": 0, "clamped": 0, "holds": 0, "commands": 0, "chunks": 0, "overruns": 0,
+                         "errors": 0}
+        self.last_reject = ""
+        self.last_infer_s = 0.0
+        self._queue: list[np.ndarray] = []
+        self._last_stamp = -1
+        self._ignore_before = 0
+        self._last_reset_ns = 0
+        self._last_gripper = -1.0
+        self._holding = ""
+        self._act = None
+        self._act_dirty = True
+        if self.p["autostart"]:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError("policy_server: configure failed")
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._load_policy()
+            self._make_safety()
+        except Exception as exc:
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        info = self.policy.info
+        cams = _strings(self.p["cameras"])
+        self.assembler = cv.ObservationAssembler(self.p["gripper_joints"], info.env_state_dim, cams,
+                                                 int(self.p["sync_slop_s"] * 1e9), self.p["instruction"])
+        sub = self.create_subscription
+        self._subs = [
+            sub(PoseStamped, "eef_pose", lambda m: self._guard("eef_pose", m, self.assembler.set_pose), SENSOR_QOS),
+            sub(JointState, "joint_states", lambda m: self._guard("joint_states", m, self._on_joints), SENSOR_QOS),
+            sub(String, "instruction", self._on_instruction, 10),
+            sub(Bool, "estop", self._on_estop_topic, 10),
+            sub(Header, "episode_reset", self._on_episode_reset, 10),
+        ]
+        if info.env_state_dim:
+            self._subs.append(sub(JointState, "object_state",
+                                  lambda m: self._guard("object_state", m, self.assembler.set_object_state), SENSOR_QOS))
+        for cam in cams:
+            self._subs.append(sub(Image, f"camera/{cam}/image_raw",
+                                  lambda m, c=cam: self._guard(f"camera/{c}", m, lambda x: self._on_image(c, x, False)),
+                                  SENSOR_QOS))
+            self._subs.append(sub(CompressedImage, f"camera/{cam}/image_raw/compressed",
+                                  lambda m, c=cam: self._guard(f"camera/{c}/compressed", m,
+                                                               lambda x: self._on_image(c, x, True)), SENSOR_QOS))
+        if self.p["command_type"] == "eef_twist":
+            self._pubs["twist"] = self.create_publisher(TwistStamped, "eef_command", 10)
+            self._pubs["gripper"] = self.create_publisher(JointState, "gripper_command", 10)
+        elif self.p["command_type"] == "joint_trajectory":
+            self._pubs["trajectory"] = self.create_publisher(JointTrajectory, "joint_trajectory", 10)
+        else:
+            self.get_logger().error(f"command_type must be eef_twist or joint_trajectory, got {self.p['command_type']}")
+            return TransitionCallbackReturn.FAILURE
+        self._pubs["diagnostics"] = self.create_publisher(DiagnosticArray, "diagnostics", 10)
+        self._srvs = [
+            self.create_service(SetBool, "~/estop", self._srv_estop),
+            self.create_service(Trigger, "~/reset", self._srv_reset),
+            self.create_service(SetBool, "~/set_steering", self._srv_steering),
+        ]
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"configured policy '{info.name}' (chunk {info.chunk_size}, executes "
+                               f"{self._execute_steps()}), command_type={self.p['command_type']}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self.watchdog.reset()
+        self._queue.clear()
+        rate = float(self.p["timer_rate_hz"]) or float(self.p["control_rate_hz"])
+        self.timer = self.create_timer(1.0 / rate, self._tick)
+        announce(f"READY {self.get_name()} active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+        self._hold("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        for s in self._srvs:
+            self.destroy_service(s)
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self.destroy_timer(self._diag_timer)
+        self._subs, self._srvs, self._pubs = [], [], {}
+        self.policy = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ set-up
+    def _load_policy(self) -> None:
+        from embodied_steer.cli import compose, instantiate_policy
+
+        overrides = [f"policy={self.p['policy']}"] + _strings(self.p["policy_overrides"])
+        if self.p["checkpoint"]:
+            overrides.append(f"policy.path_or_hub_id={self.p['checkpoint']}")
+        cfg = compose("eval", overrides)
+        torch.set_num_threads(1)
+        self.policy = instantiate_policy(cfg.policy)
+        self.policy.reset()
+
+    def _make_safety(self) -> None:
+        p = self.p
+        eef = EefLimits(p["action_low"], p["action_high"], p["workspace_low"], p["workspace_high"],
+                        p["max_linear_speed"], p["max_angular_speed"], p["max_linear_step_m"],
+                        p["max_angular_step_rad"], p["control_rate_hz"])
+        joints = None
+        if p["command_type"] == "joint_trajectory":
+            joints = JointLimits(p["arm_joints"], p["joint_lower"], p["joint_upper"], p["joint_max_velocity"],
+                                 p["control_rate_hz"])
+        self.safety = SafetyFilter(eef, joints)
+        self.scale = cv.EefScale(p["max_linear_step_m"], p["max_angular_step_rad"], p["control_rate_hz"])
+        self.watchdog = Watchdog(p["obs_timeout_s"], p["max_inference_s"])
+
+    def _execute_steps(self) -> int:
+        return int(self.p["execute_steps"]) or self.policy.info.execute_steps
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "intervention.noise_scale":
+                if not np.isfinite(prm.value) or prm.value < 0:
+                    return SetParametersResult(successful=False, reason="intervention.noise_scale must be >= 0")
+                if (prm.value != 1.0 and self.policy is not None
+                        and not self.policy.supports(InterventionPoint.NOISE)):
+                    return SetParametersResult(successful=False,
+                                               reason=f"policy '{self.policy.info.name}' has no NOISE intervention point")
+            if prm.name in ("control_rate_hz", "policy", "checkpoint", "command_type") and self.policy is not None:
+                return SetParametersResult(successful=False, reason=f"{prm.name} can only change while unconfigured")
+        for prm in params:
+            self.p[prm.name] = prm.value
+            if prm.name.startswith("intervention.") or prm.name == "steering_enabled":
+                self._act_dirty = True  # rebuilt at the next chunk
+        return SetParametersResult(successful=True)
+
+    def _act_fn(self):
+        if self._act_dirty or self._act is None:
+            from embodied_steer.eval.interventions import make_act_fn
+            from embodied_steer.eval.runner import default_act
+
+            settings = {"noise_scale": float(self.p["intervention.noise_scale"]),
+                        "noise_seed": int(self.p["intervention.noise_seed"])}
+            self._act = make_act_fn(settings, self.policy) if self.p["steering_enabled"] else default_act
+            self._act_dirty = False
+        return self._act
+
+    # ------------------------------------------------------------------ inputs
+    def _guard(self, topic: str, msg: Any, apply) -> None:
+        """Validate the stamp, apply a message; reject (count, report) anything malformed."""
+        try:
+            stamp = cv.stamp_ns(msg.header.stamp)
+            now = self.get_clock().now().nanoseconds
+            if stamp > now + self.p["max_future_stamp_s"] * 1e9:
+                raise UnsafeInput(f"{topic}: stamp is {(stamp - now) / 1e9:.3f} s in the future")
+            if stamp < self._ignore_before:
+                return  # from before the last episode reset
+            self.order.check(topic, stamp)
+            apply(msg)
+        except Exception as exc:  # noqa: BLE001 - nothing malformed may crash the node
+            self._reject(topic, exc)
+            return
+        if self.assembler.latest_stamp() is not None:
+            self.watchdog.observation(time.monotonic())
+
+    def _reject(self, topic: str, exc: Exception) -> None:
+        self.counters["rejected"] += 1
+        self.last_reject = f"{topic}: {type(exc).__name__}: {exc}"
+        self.get_logger().warning(f"rejected {self.last_reject}", throttle_duration_sec=1.0)
+
+    def _on_joints(self, msg: JointState) -> None:
+        self.assembler.set_joint_states(msg)
+        if self.p["command_type"] == "joint_trajectory":
+            self._measured_joints = cv.joint_positions(msg, self.p["arm_joints"])
+
+    def _on_image(self, camera: str, msg: Any, compressed: bool) -> None:
+        img = cv.compressed_to_array(msg) if compressed else cv.image_to_array(msg)
+        self.assembler.set_image(camera, cv.stamp_ns(msg.header.stamp), img)
+
+    def _on_instruction(self, msg: String) -> None:
+        if len(msg.data) > 10_000 or "\x00" in msg.data:
+            self._reject("instruction", UnsafeInput("instruction too long or contains NUL"))
+            return
+        self.assembler.instruction = msg.data
+
+    def _on_estop_topic(self, msg: Bool) -> None:
+        if msg.data:
+            self.estop.engage("e-stop topic")
+            self._hold("e-stop")
+
+    def _on_episode_reset(self, msg: Header) -> None:
+        stamp = cv.stamp_ns(msg.stamp)
+        if stamp <= self._last_reset_ns:
+            return  # this episode was already reset through ~/reset (which comes first in lockstep)
+        self._ignore_before = stamp
+        self._new_episode()
+
+    def _new_episode(self) -> None:
+        self._queue.clear()
+        self.order.reset()
+        self._last_stamp = -1
+        if self.policy is not None:
+            self.policy.reset()
+        self.safety.reset_joint_reference()
+
+    def _srv_estop(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        if req.data:
+            self.estop.engage("e-stop service")
+            self._hold("e-stop")
+            res.message = "e-stop engaged"
+        else:
+            self.estop.release()
+            self._queue.clear()
+            res.message = "e-stop released"
+        res.success = True
+        return res
+
+    def _srv_reset(self, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        self._last_reset_ns = self.get_clock().now().nanoseconds
+        self._new_episode()
+        res.success, res.message = True, "episode reset"
+        return res
+
+    def _srv_steering(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        try:
+            self.set_parameters([rclpy.parameter.Parameter("steering_enabled", value=bool(req.data))])
+        except Exception as exc:  # noqa: BLE001
+            res.success, res.message = False, str(exc)
+            return res
+        res.success, res.message = True, f"steering {'on' if req.data else 'off'} from the next chunk"
+        return res
+
+    # ------------------------------------------------------------------ control
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.estop.engaged:
+            self._hold(self.estop.reason)
+            return
+        status = self.watchdog.status(now)
+        if not status.ok:
+            if status.reason != "no observation yet":
+                self._queue.clear()
+                self._hold(status.reason)
+            return
+        stamp = self.assembler.latest_stamp()
+        if stamp is None:
+            return
+        new = stamp > self._last_stamp
+        if self.p["lockstep"] and not new:
+            return
+        obs = self.assembler.build(timestamp=stamp / 1e9)
+        if new:
+            self._last_stamp = stamp
+        try:
+            if not self._queue:
+                t0 = time.monotonic()
+                chunk = self._act_fn()(self.policy, obs)
+                t1 = time.monotonic()
+                self.last_infer_s = t1 - t0
+                self.counters["chunks"] += 1
+                if not self.watchdog.inference(t0, t1):
+                    self.counters["overruns"] += 1
+                    self._hold(f"inference overrun ({t1 - t0:.3f} s)")
+                    return
+                self._queue = [row for row in chunk.actions[: max(1, self._execute_steps())]]
+            elif new:
+                self.policy.observe(obs)
+            action = self._queue.pop(0)
+            self._command(action, obs, stamp)
+        except Exception as exc:  # noqa: BLE001 - a failing policy must not crash the loop
+            self.counters["errors"] += 1
+            self._queue.clear()
+            self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
+            self._hold(f"policy error: {type(exc).__name__}")
+
+    def _command(self, action: np.ndarray, obs, stamp: int) -> None:
+        st = cv.to_stamp(stamp)
+        if self.p["command_type"] == "eef_twist":
+            safe, report = self.safety.filter_eef(action, obs.state[:3])
+            twist, grip = cv.action_to_eef_msgs(safe, st, self.scale, self.p["frame_id"])
+            self._last_gripper = float(safe[6])
+            self._pubs["twist"].publish(twist)
+            self._pubs["gripper"].publish(grip)
+        else:
+            safe, report = self.safety.filter_joints(action, getattr(self, "_measured_joints", None))
+            dt = 1.0 / self.p["control_rate_hz"]
+            self._pubs["trajectory"].publish(cv.chunk_to_trajectory(safe[None], self.p["arm_joints"], dt, st))
+        self.counters["commands"] += 1
+        if report.clamped:
+            self.counters["clamped"] += 1
+            for r in report.reasons:
+                key = "clamp_" + r.split(":")[0].replace(" ", "_")
+                self.counters[key] = self.counters.get(key, 0) + 1
+        if self._holding:
+            self.get_logger().info(f"resumed commanding after hold ({self._holding})")
+            self._holding = ""
+            self._publish_diagnostics()
+
+    def _hold(self, reason: str) -> None:
+        """Stop commanding motion: zero twist (keep gripper) or the measured joint position."""
+        stamp = self.get_clock().now().to_msg()
+        if "twist" in self._pubs:
+            twist, grip = cv.action_to_eef_msgs(np.r_[np.zeros(6), self._last_gripper], stamp, self.scale,
+                                                self.p["frame_id"])
+            self._pubs["twist"].publish(twist)
+            self._pubs["gripper"].publish(grip)
+        elif "trajectory" in self._pubs and getattr(self, "_measured_joints", None) is not None:
+            dt = 1.0 / self.p["control_rate_hz"]
+            self._pubs["trajectory"].publish(cv.chunk_to_trajectory(self._measured_joints[None], self.p["arm_joints"],
+                                                                    dt, stamp))
+            self.safety.reset_joint_reference()
+        self.counters["holds"] += 1
+        reason = reason.split(" (")[0]  # "observations stale (0.6 s > 0.5 s)" -> one log line per cause
+        if reason != self._holding:
+            self._holding = reason
+            self.get_logger().warning(f"holding position: {reason}")
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        pub = self._pubs.get("diagnostics")
+        if pub is None:
+            return
+        level = DiagnosticStatus.OK
+        message = "commanding"
+        if self.estop.engaged:
+            level, message = DiagnosticStatus.ERROR, f"e-stop: {self.estop.reason}"
+        elif self._holding:
+            level, message = DiagnosticStatus.WARN, f"holding: {self._holding}"
+        values = {**{k: str(v) for k, v in self.counters.items()},
+                  "last_inference_s": f"{self.last_infer_s:.4f}", "last_reject": self.last_reject[:200]}
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: safety", message=message,
+                                  hardware_id="embodied_steer",
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        pub.publish(arr)
+
+    def close(self) -> None:
+        print(f"STATS {self.get_name()} " + " ".join(f"{k}={v}" for k, v in self.counters.items()), flush=True)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyServer, args)
