@@ -10,6 +10,9 @@ export MUJOCO_GL := egl
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export PYTHONDONTWRITEBYTECODE := 1
 PYTEST_ARGS ?=
+# Caches written while running (Hugging Face datasets, Mesa shaders, matplotlib) stay in the
+# checkout instead of the home folder; the set-up's pip cache is left where pip keeps it.
+RUN := XDG_CACHE_HOME=$(CURDIR)/.cache MPLCONFIGDIR=$(CURDIR)/.cache/matplotlib
 
 .PHONY: env demo test test-fast bench retrain-lift lock clean
 
@@ -17,22 +20,22 @@ env:
 	@bash scripts/setup_env.sh
 
 demo: env
-	$(PY) -m embodied_steer.cli eval env=lift policy=lift_diffusion episodes=20 seed=1000 torch_threads=1 output_dir=outputs/demo
+	$(RUN) $(PY) -m embodied_steer.cli eval env=lift policy=lift_diffusion episodes=20 seed=1000 torch_threads=1 output_dir=outputs/demo
 
 test: env
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: env
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(RUN) $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: env
-	$(PY) benchmarks/bench_env_speed.py
-	$(PY) benchmarks/bench_policy_inference.py
-	$(PY) benchmarks/bench_base_policy_success.py
+	$(RUN) $(PY) benchmarks/bench_env_speed.py
+	$(RUN) $(PY) benchmarks/bench_policy_inference.py
+	$(RUN) $(PY) benchmarks/bench_base_policy_success.py
 
 # Re-create the shipped base policy from scratch (demonstrations, then training); see README.
 retrain-lift: env
-	bash scripts/retrain_base_policy.sh lift
+	$(RUN) bash scripts/retrain_base_policy.sh lift
 
 lock: env
 	$(PY) -m pip freeze --exclude-editable | grep -v '^embodied' > requirements/constraints.txt.new

@@ -78,8 +78,9 @@ class EvalSummary:
             ("render", json.dumps(self.render_settings)),
         ]
         width = max(len(k) for k, _ in rows)
-        line = "+" + "-" * (width + 2) + "+" + "-" * 62 + "+"
-        body = "\n".join(f"| {k:<{width}} | {v:<60} |" for k, v in rows)
+        vwidth = max(len(v) for _, v in rows)
+        line = "+" + "-" * (width + 2) + "+" + "-" * (vwidth + 2) + "+"
+        body = "\n".join(f"| {k:<{width}} | {v:<{vwidth}} |" for k, v in rows)
         return f"{line}\n{body}\n{line}"
 
 
