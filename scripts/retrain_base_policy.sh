@@ -2,9 +2,10 @@
 # Re-create a shipped base policy from scratch: scripted demonstrations, then CPU training.
 #   bash scripts/retrain_base_policy.sh lift   ->  checkpoints/lift_diffusion   (~1 min + ~6 min)
 #   bash scripts/retrain_base_policy.sh can    ->  checkpoints/can_diffusion    (~9 min + ~15 min)
-# Seeds are fixed (demonstration attempts 0.., expert seed 0, training seed 0, one torch thread), so a
-# rerun on this kind of machine gives the same demonstrations and a policy trained the same way;
-# floating-point differences across CPUs/torch builds can still change individual weights.
+# Seeds are fixed (demonstration attempts 0.., expert seed 0, training seed 0, one torch thread), but
+# the recording is not bit-identical across processes: two runs of the same recording differed from
+# the 7th step of the first episode on (a few millimetres of end-effector motion; cause not found in
+# robosuite/MuJoCo yet). A rerun therefore gives equivalent, not identical, demonstrations and policy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 MUJOCO_GL=egl

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embodied_steer.core.policy import SteerablePolicy
-from embodied_steer.sim.base import to_observation
+from embodied_steer.eval.runner import run_episode
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +89,20 @@ def record_episodes(
     saved = tried = frames = 0
     bar = tqdm(total=num_episodes, desc=f"recording {repo_id}", unit="ep")
     while saved < num_episodes and tried < max_attempts:
-        obs, info = env.reset(seed=seed + tried)
-        policy.reset()
-        tried += 1
-        buffer = []
-        for t in range(env.spec_info.max_episode_steps):
-            action = policy.act(to_observation(obs, env.instruction, t / fps)).actions[0]
+        buffer: list[dict] = []
+
+        def keep(obs: dict, action: np.ndarray) -> None:
             frame = {"observation.state": obs["state"], "action": action, "task": env.instruction}
             if "env_state" in obs:
                 frame["observation.environment_state"] = obs["env_state"]
             for cam, img in obs.get("pixels", {}).items():
                 frame[f"observation.images.{cam}"] = img
             buffer.append(frame)
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                break
-        if only_successful and not info["is_success"]:
+
+        # The policy keeps one random stream over all attempts (not re-seeded per episode).
+        result = run_episode(env, policy, episode=tried, seed=seed + tried, on_step=keep, reseed_policy=False)
+        tried += 1
+        if only_successful and not result.success:
             continue
         for frame in buffer:
             dataset.add_frame(frame)

@@ -94,17 +94,25 @@ def run_episode(
     execute_steps: int | None = None,
     act: ActFn = default_act,
     frames: list[np.ndarray] | None = None,
+    on_step: Callable[[dict[str, Any], np.ndarray], None] | None = None,
+    reseed_policy: bool = True,
 ) -> EpisodeResult:
     """Run one episode with receding-horizon chunk execution.
 
     The policy is asked for a chunk, the first ``execute_steps`` actions are executed (the policy
     observes every intermediate observation), then it is asked again. Exceptions propagate.
+
+    Args:
+        frames: if given, receives one picture per step (all cameras side by side).
+        on_step: called with each observation dict and the action executed from it.
+        reseed_policy: re-seed the policy with ``seed`` (default); ``False`` keeps its own
+            random stream running across episodes (how demonstrations are recorded).
     """
     max_steps = max_steps or env.spec_info.max_episode_steps
     execute_steps = execute_steps or policy.info.execute_steps
     dt = 1.0 / env.spec_info.control_hz
     obs_dict, info = env.reset(seed=seed)
-    policy.reset(seed=seed)
+    policy.reset(seed=seed if reseed_policy else None)
     start = time.perf_counter()
     infer = 0.0
     total_reward = 0.0
@@ -122,7 +130,10 @@ def run_episode(
             queue = list(chunk.actions[: max(1, execute_steps)])
         else:
             policy.observe(obs)
-        obs_dict, reward, terminated, truncated, info = env.step(queue.pop(0))
+        action = queue.pop(0)
+        if on_step is not None:
+            on_step(obs_dict, action)
+        obs_dict, reward, terminated, truncated, info = env.step(action)
         total_reward += float(reward)
         step += 1
         success = success or bool(info.get("is_success", False))
