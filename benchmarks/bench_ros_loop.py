@@ -33,8 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from embodied_steer.ros.probe import limit_args  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-LIMITS = ["--max-linear-speed", "1.75", "--max-angular-speed", "17.4"]  # launch/config/policy_server_sim.yaml
+LIMITS = limit_args(str(ROOT / "launch" / "config" / "policy_server_sim.yaml"))
 
 
 def in_process(episodes: int, seed: int) -> list[dict]:

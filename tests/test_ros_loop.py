@@ -16,11 +16,12 @@ pytest.importorskip("rclpy")
 
 from embodied_steer.ros.layout import check_node_params, install, plan_launch  # noqa: E402
 from embodied_steer.ros.netenv import loopback_env  # noqa: E402
+from embodied_steer.ros.probe import limit_args  # noqa: E402
 from embodied_steer.ros.processes import NodeProcess, next_domain_id, shm_entries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-LIMITS = ("--max-linear-speed", "1.75", "--max-angular-speed", "17.4")  # launch/config/policy_server_sim.yaml
+LIMITS = tuple(limit_args(str(ROOT / "launch" / "config" / "policy_server_sim.yaml")))
 
 
 class Loop:
@@ -31,7 +32,7 @@ class Loop:
         prefix = install(tmp / "install")
         self.bag = tmp / "run.bag"
         planned = plan_launch(ROOT / "launch" / "sim_loop.launch.xml", [prefix],
-                              {"episodes": "0", "record": "true", "bag": str(self.bag)})
+                              {"episodes": "0", "record": "true", "bag": str(self.bag), "assist": "true"})
         for node in planned:
             assert check_node_params(node) == []
         self.nodes = {n.name: NodeProcess(n.name, n.argv(), self.env, cwd=str(tmp)) for n in planned}
@@ -93,6 +94,32 @@ def test_steering_parameters_change_at_run_time(loop):
     assert res["steering_off"] and res["steering_on"] and res["commanding"], res
 
 
+def test_assistance_monitor_publishes_estimates_and_diagnostics(loop):
+    import math
+
+    res = loop.probe("--mode", "assist", "--count", "3")
+    assert res["ok"] and res["n"] >= 3, res
+    assert all(math.isfinite(h) for h in res["entropies"]), res
+    assert set(res["recommended"]) <= {"none", "discrete", "correction", "teleop"}, res
+    assert res["statuses"] == ["ok"], res
+    assert {"recommended", "best", "entropy", "expected", "value", "stamp_ns"} <= set(res["keys"]), res
+    assert res["stamps_increasing"], res  # every estimate answers a newer observation
+    assert res["diagnostics"] and all(level in (0, 1) for _, level, _ in res["diagnostics"]), res
+
+
+def test_steering_control_node_applies_presets_and_refuses_bad_requests(loop):
+    res = loop.probe("--mode", "steering")
+    a = res["answers"]
+    assert res["ok"], res
+    assert a["preset"]["applied"] and a["preset"]["settings"] == {"noise_scale": 0.5}, a
+    assert not a["invalid"]["applied"] and "noise_scale" in a["invalid"]["reason"], a
+    assert a["invalid"]["preset"] == "focused", a  # a refused request keeps the previous settings
+    assert not a["unknown"]["applied"] and "unknown preset" in a["unknown"]["reason"], a
+    assert "focused" in a["unknown"]["reason"], a  # lists the known presets
+    assert not a["malformed"]["applied"] and "JSON" in a["malformed"]["reason"], a
+    assert a["untouched"]["applied"] and a["untouched"]["settings"] == {}, a
+
+
 def test_lifecycle_deactivate_stops_commanding_and_activate_resumes(loop):
     res = loop.probe("--mode", "lifecycle")
     assert res["states"] == ["active", "inactive", "active"], res
@@ -125,6 +152,8 @@ def test_recording_and_clean_teardown(loop):
     for node in loop.nodes.values():
         assert not node.group_alive(), node.name
     assert "STATS recorder" in "\n".join(loop.nodes["recorder"].lines)
+    assert "queries=" in loop.nodes["assist_monitor"].find("STATS")[0]
+    assert "refused=3" in loop.nodes["steering_control"].find("STATS")[0]
     server_stats = loop.nodes["policy_server"].find("STATS")[0]
     assert "rejected=0" not in server_stats  # the hostile messages were rejected and counted
     store = get_typestore(Stores.ROS2_KILTED)

@@ -41,6 +41,20 @@ def recorder() -> int:
     return main(sys.argv)
 
 
+def assist_monitor() -> int:
+    _prepare()
+    from embodied_steer.ros.assist_monitor import main
+
+    return main(sys.argv)
+
+
+def steering_control() -> int:
+    _prepare()
+    from embodied_steer.ros.steering_control import main
+
+    return main(sys.argv)
+
+
 def install_layout() -> int:
     from embodied_steer.ros.layout import main
 

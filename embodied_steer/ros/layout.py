@@ -6,8 +6,9 @@ static reader of our launch files (launch / launch_ros are not installable from 
     PREFIX/share/ament_index/resource_index/packages/embodied_steer   (marker)
     PREFIX/share/embodied_steer/package.xml
     PREFIX/share/embodied_steer/launch/*.launch.xml
-    PREFIX/share/embodied_steer/config/*.yaml
-    PREFIX/lib/embodied_steer/{policy_server,sim_arm,recorder}         (executables)
+    PREFIX/share/embodied_steer/config/*.yaml       (node parameter files)
+    PREFIX/share/embodied_steer/presets/*.yaml      (steering presets)
+    PREFIX/lib/embodied_steer/{policy_server,sim_arm,recorder,assist_monitor,steering_control}
 
 Add ``PREFIX`` to ``AMENT_PREFIX_PATH`` (the default prefix is this environment, which the node
 bootstrap already puts there). :func:`plan_launch` reads a launch XML file the way ``ros2 launch``
@@ -34,7 +35,8 @@ import yaml
 from embodied_steer.ros.params import NODES
 
 PACKAGE = "embodied_steer"
-ENTRY = {"policy_server": "policy_server", "sim_arm": "sim_arm", "recorder": "recorder"}
+ENTRY = {"policy_server": "policy_server", "sim_arm": "sim_arm", "recorder": "recorder",
+         "assist_monitor": "assist_monitor", "steering_control": "steering_control"}
 """Executable name in ``lib/embodied_steer`` -> function in :mod:`embodied_steer.ros.entry`."""
 
 
@@ -59,7 +61,7 @@ def install(prefix: str | os.PathLike | None = None, python: str | None = None) 
     index = prefix / "share" / "ament_index" / "resource_index" / "packages"
     share = prefix / "share" / PACKAGE
     lib = prefix / "lib" / PACKAGE
-    for d in (index, share / "launch", share / "config", lib):
+    for d in (index, share / "launch", share / "config", share / "presets", lib):
         d.mkdir(parents=True, exist_ok=True)
     (index / PACKAGE).write_text("")
     shutil.copy2(src / "ros_nodes" / "package.xml", share / "package.xml")
@@ -67,6 +69,8 @@ def install(prefix: str | os.PathLike | None = None, python: str | None = None) 
         shutil.copy2(f, share / "launch" / f.name)
     for f in sorted((src / "launch" / "config").glob("*.yaml")):
         shutil.copy2(f, share / "config" / f.name)
+    for f in sorted((src / "launch" / "presets").glob("*.yaml")):
+        shutil.copy2(f, share / "presets" / f.name)
     interpreter = python or sys.executable
     for exe, func in ENTRY.items():
         path = lib / exe

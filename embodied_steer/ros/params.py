@@ -44,6 +44,8 @@ POLICY_SERVER: dict[str, Any] = {
     "steering_enabled": True,
     "intervention.noise_scale": 1.0,
     "intervention.noise_seed": 0,
+    "steering.settings": "",
+    "episode_seed": -1,
 }
 
 SIM_ARM: dict[str, Any] = {
@@ -61,6 +63,7 @@ SIM_ARM: dict[str, Any] = {
     "frame_id": "world",
     "results_path": "",
     "reset_service": "policy_server/reset",
+    "seed_policy": True,
 }
 
 RECORDER: dict[str, Any] = {
@@ -71,5 +74,37 @@ RECORDER: dict[str, Any] = {
     "discovery_timeout_s": 10.0,
 }
 
-NODES: dict[str, dict[str, Any]] = {"policy_server": POLICY_SERVER, "sim_arm": SIM_ARM, "recorder": RECORDER}
+STEERING_CONTROL: dict[str, Any] = {
+    "server": "policy_server",
+    "presets_file": "",
+    "initial_preset": "",
+    "enabled": True,
+    "service_timeout_s": 5.0,
+}
+
+ASSIST_MONITOR: dict[str, Any] = {
+    "policy": "lift_diffusion",
+    "checkpoint": "",
+    "policy_overrides": [""],
+    "seed": 0,
+    "gripper_joints": ["gripper0_finger_joint1", "gripper0_finger_joint2"],
+    "cameras": [""],
+    "instruction": "",
+    "sync_slop_s": 0.0,
+    "max_future_stamp_s": 1.0,
+    "obs_timeout_s": 0.5,
+    "observe_rate_hz": 20.0,
+    "query_rate_hz": 2.0,
+    "samples": 32,
+    "estimator": "spacing",
+    "human_std": 0.05,
+    "k_max": 3,
+    "correction_dims": 1,
+    "margin": 0.1,
+    "patience": 2,
+    "log_path": "",
+}
+
+NODES: dict[str, dict[str, Any]] = {"policy_server": POLICY_SERVER, "sim_arm": SIM_ARM, "recorder": RECORDER,
+                                    "assist_monitor": ASSIST_MONITOR, "steering_control": STEERING_CONTROL}
 """Executable name -> its declared parameters."""

@@ -5,6 +5,14 @@ control timer; ``deactivate`` stops it and holds; ``cleanup`` drops the policy. 
 ``autostart: true`` the node configures and activates itself (for the simulated loop and for robots
 without a lifecycle manager).
 
+``episode_seed`` ≥ 0 re-seeds the policy's sampler at every episode reset (the simulated arm sets it
+to the episode's seed before calling ``~/reset``, so a run through ROS draws the same noise as
+``embodied-steer eval`` with the same seeds); -1 keeps one random stream (real robots).
+
+In ``lockstep`` mode (simulators only: the arm waits for each command) a stall of the arm or a slow
+inference still sends hold commands and is counted, but does not void the current chunk — the
+simulated arm did not move meanwhile — so the executed actions equal the in-process runner's.
+
 Every control tick (``control_rate_hz``, the arm's control rate, which also defines the command
 units; ``timer_rate_hz`` > 0 ticks faster, for a lockstep simulation that should run faster than
 real time): if the e-stop is engaged or the :class:`Watchdog` trips
@@ -16,8 +24,11 @@ observation stamp not answered yet (the simulated arm steps once per command).
 Topics, units and message types: :mod:`embodied_steer.ros.conversions`. Services: ``~/estop``
 (``std_srvs/SetBool``: true engages, false releases), ``~/reset`` (``std_srvs/Trigger``: new
 episode), ``~/set_steering`` (``std_srvs/SetBool``: interventions on / off, from the next chunk).
-Steering parameters ``intervention.noise_scale`` / ``intervention.noise_seed`` may be changed at
-run time (``ros2 param set``); the change applies from the next chunk. Diagnostics:
+Steering parameters ``intervention.noise_scale`` / ``intervention.noise_seed`` and
+``steering.settings`` (a JSON object with the settings of ``embodied-steer eval``'s intervention
+block, which wins over the former) may be changed at run time (``ros2 param set``, or the
+``steering_control`` node); a change is validated against the loaded policy at once — an invalid
+one is refused with its reason — and applies from the next chunk. Diagnostics:
 ``diagnostic_msgs/DiagnosticArray`` on ``diagnostics``.
 """
 
@@ -30,23 +41,20 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, TwistStamped
+from geometry_msgs.msg import TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
-from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Bool, Header, String
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from embodied_steer.core.policy import InterventionPoint
 from embodied_steer.ros import conversions as cv
+from embodied_steer.ros.inputs import ObservationInputs
 from embodied_steer.ros.node_utils import announce, declare, run_node
 from embodied_steer.ros.params import POLICY_SERVER as DEFAULTS
-from embodied_steer.ros.safety import EefLimits, EStop, JointLimits, SafetyFilter, StampOrder, UnsafeInput, Watchdog
-
-
-SENSOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+from embodied_steer.ros.safety import EefLimits, EStop, JointLimits, SafetyFilter, Watchdog
 
 
 def _strings(values: list[str]) -> list[str]:
@@ -66,15 +74,12 @@ class PolicyServer(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._srvs: list = []
         self.estop = EStop()
-        self.order = StampOrder()
+        self.inputs: ObservationInputs | None = None
         self.counters = {"rejected": 0, "clamped": 0, "holds": 0, "commands": 0, "chunks": 0, "overruns": 0,
                          "errors": 0}
-        self.last_reject = ""
         self.last_infer_s = 0.0
         self._queue: list[np.ndarray] = []
         self._last_stamp = -1
-        self._ignore_before = 0
-        self._last_reset_ns = 0
         self._last_gripper = -1.0
         self._holding = ""
         self._act = None
@@ -96,24 +101,12 @@ class PolicyServer(LifecycleNode):
         cams = _strings(self.p["cameras"])
         self.assembler = cv.ObservationAssembler(self.p["gripper_joints"], info.env_state_dim, cams,
                                                  int(self.p["sync_slop_s"] * 1e9), self.p["instruction"])
-        sub = self.create_subscription
-        self._subs = [
-            sub(PoseStamped, "eef_pose", lambda m: self._guard("eef_pose", m, self.assembler.set_pose), SENSOR_QOS),
-            sub(JointState, "joint_states", lambda m: self._guard("joint_states", m, self._on_joints), SENSOR_QOS),
-            sub(String, "instruction", self._on_instruction, 10),
-            sub(Bool, "estop", self._on_estop_topic, 10),
-            sub(Header, "episode_reset", self._on_episode_reset, 10),
-        ]
-        if info.env_state_dim:
-            self._subs.append(sub(JointState, "object_state",
-                                  lambda m: self._guard("object_state", m, self.assembler.set_object_state), SENSOR_QOS))
-        for cam in cams:
-            self._subs.append(sub(Image, f"camera/{cam}/image_raw",
-                                  lambda m, c=cam: self._guard(f"camera/{c}", m, lambda x: self._on_image(c, x, False)),
-                                  SENSOR_QOS))
-            self._subs.append(sub(CompressedImage, f"camera/{cam}/image_raw/compressed",
-                                  lambda m, c=cam: self._guard(f"camera/{c}/compressed", m,
-                                                               lambda x: self._on_image(c, x, True)), SENSOR_QOS))
+        self.inputs = ObservationInputs(
+            self, self.assembler, max_future_stamp_s=self.p["max_future_stamp_s"],
+            on_observation=lambda: self.watchdog.observation(time.monotonic()),
+            on_reset=lambda _stamp: self._new_episode(), on_joint_states=self._on_joints)
+        self.inputs.subscribe(cams)
+        self._subs = [self.create_subscription(Bool, "estop", self._on_estop_topic, 10)]
         if self.p["command_type"] == "eef_twist":
             self._pubs["twist"] = self.create_publisher(TwistStamped, "eef_command", 10)
             self._pubs["gripper"] = self.create_publisher(JointState, "gripper_command", 10)
@@ -151,6 +144,8 @@ class PolicyServer(LifecycleNode):
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         for s in self._subs:
             self.destroy_subscription(s)
+        if self.inputs is not None:
+            self.inputs.destroy()
         for s in self._srvs:
             self.destroy_service(s)
         for pub in self._pubs.values():
@@ -192,89 +187,72 @@ class PolicyServer(LifecycleNode):
         return int(self.p["execute_steps"]) or self.policy.info.execute_steps
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        for prm in params:
-            if prm.name == "intervention.noise_scale":
-                if not np.isfinite(prm.value) or prm.value < 0:
-                    return SetParametersResult(successful=False, reason="intervention.noise_scale must be >= 0")
-                if (prm.value != 1.0 and self.policy is not None
-                        and not self.policy.supports(InterventionPoint.NOISE)):
-                    return SetParametersResult(successful=False,
-                                               reason=f"policy '{self.policy.info.name}' has no NOISE intervention point")
-            if prm.name in ("control_rate_hz", "policy", "checkpoint", "command_type") and self.policy is not None:
-                return SetParametersResult(successful=False, reason=f"{prm.name} can only change while unconfigured")
-        for prm in params:
-            self.p[prm.name] = prm.value
-            if prm.name.startswith("intervention.") or prm.name == "steering_enabled":
+        changes = {prm.name: prm.value for prm in params}
+        for name in ("control_rate_hz", "policy", "checkpoint", "command_type"):
+            if name in changes and self.policy is not None:
+                return SetParametersResult(successful=False, reason=f"{name} can only change while unconfigured")
+        if any(n.startswith(("intervention.", "steering.")) for n in changes):
+            try:
+                settings = self._steering_settings({**self.p, **changes})
+                if self.policy is not None:
+                    from embodied_steer.eval.interventions import make_act_fn
+
+                    make_act_fn(settings, self.policy)  # validate against this policy; built again at the next chunk
+            except Exception as exc:  # noqa: BLE001 - any invalid setting is refused with its reason
+                return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
+        for name, value in changes.items():
+            self.p[name] = value
+            if name.startswith(("intervention.", "steering.")) or name == "steering_enabled":
                 self._act_dirty = True  # rebuilt at the next chunk
         return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _steering_settings(p: dict[str, Any]) -> dict[str, Any]:
+        """The evaluation's intervention settings from the parameters: ``intervention.*`` plus the JSON
+        object in ``steering.settings`` (which wins; the format of ``embodied-steer eval``'s settings)."""
+        import json
+
+        settings: dict[str, Any] = {"noise_scale": float(p["intervention.noise_scale"]),
+                                    "noise_seed": int(p["intervention.noise_seed"])}
+        text = str(p.get("steering.settings") or "").strip()
+        if text:
+            extra = json.loads(text)
+            if not isinstance(extra, dict):
+                raise ValueError(f"steering.settings must be a JSON object, got {type(extra).__name__}")
+            settings.update(extra)
+        scale = float(settings.get("noise_scale", 1.0))
+        if not np.isfinite(scale) or scale < 0:
+            raise ValueError(f"intervention.noise_scale must be finite and >= 0, got {scale}")
+        return settings
 
     def _act_fn(self):
         if self._act_dirty or self._act is None:
             from embodied_steer.eval.interventions import make_act_fn
             from embodied_steer.eval.runner import default_act
 
-            settings = {"noise_scale": float(self.p["intervention.noise_scale"]),
-                        "noise_seed": int(self.p["intervention.noise_seed"])}
-            self._act = make_act_fn(settings, self.policy) if self.p["steering_enabled"] else default_act
+            enabled = self.p["steering_enabled"]
+            self._act = make_act_fn(self._steering_settings(self.p), self.policy) if enabled else default_act
             self._act_dirty = False
         return self._act
 
     # ------------------------------------------------------------------ inputs
-    def _guard(self, topic: str, msg: Any, apply) -> None:
-        """Validate the stamp, apply a message; reject (count, report) anything malformed."""
-        try:
-            stamp = cv.stamp_ns(msg.header.stamp)
-            now = self.get_clock().now().nanoseconds
-            if stamp > now + self.p["max_future_stamp_s"] * 1e9:
-                raise UnsafeInput(f"{topic}: stamp is {(stamp - now) / 1e9:.3f} s in the future")
-            if stamp < self._ignore_before:
-                return  # from before the last episode reset
-            self.order.check(topic, stamp)
-            apply(msg)
-        except Exception as exc:  # noqa: BLE001 - nothing malformed may crash the node
-            self._reject(topic, exc)
-            return
-        if self.assembler.latest_stamp() is not None:
-            self.watchdog.observation(time.monotonic())
-
-    def _reject(self, topic: str, exc: Exception) -> None:
-        self.counters["rejected"] += 1
-        self.last_reject = f"{topic}: {type(exc).__name__}: {exc}"
-        self.get_logger().warning(f"rejected {self.last_reject}", throttle_duration_sec=1.0)
-
     def _on_joints(self, msg: JointState) -> None:
-        self.assembler.set_joint_states(msg)
         if self.p["command_type"] == "joint_trajectory":
             self._measured_joints = cv.joint_positions(msg, self.p["arm_joints"])
-
-    def _on_image(self, camera: str, msg: Any, compressed: bool) -> None:
-        img = cv.compressed_to_array(msg) if compressed else cv.image_to_array(msg)
-        self.assembler.set_image(camera, cv.stamp_ns(msg.header.stamp), img)
-
-    def _on_instruction(self, msg: String) -> None:
-        if len(msg.data) > 10_000 or "\x00" in msg.data:
-            self._reject("instruction", UnsafeInput("instruction too long or contains NUL"))
-            return
-        self.assembler.instruction = msg.data
 
     def _on_estop_topic(self, msg: Bool) -> None:
         if msg.data:
             self.estop.engage("e-stop topic")
             self._hold("e-stop")
 
-    def _on_episode_reset(self, msg: Header) -> None:
-        stamp = cv.stamp_ns(msg.stamp)
-        if stamp <= self._last_reset_ns:
-            return  # this episode was already reset through ~/reset (which comes first in lockstep)
-        self._ignore_before = stamp
-        self._new_episode()
-
     def _new_episode(self) -> None:
         self._queue.clear()
-        self.order.reset()
+        if self.inputs is not None:
+            self.inputs.new_episode()
         self._last_stamp = -1
         if self.policy is not None:
-            self.policy.reset()
+            seed = int(self.p["episode_seed"])
+            self.policy.reset(seed=seed if seed >= 0 else None)
         self.safety.reset_joint_reference()
 
     def _srv_estop(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
@@ -290,7 +268,8 @@ class PolicyServer(LifecycleNode):
         return res
 
     def _srv_reset(self, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
-        self._last_reset_ns = self.get_clock().now().nanoseconds
+        if self.inputs is not None:
+            self.inputs.last_reset_ns = self.get_clock().now().nanoseconds
         self._new_episode()
         res.success, res.message = True, "episode reset"
         return res
@@ -313,7 +292,8 @@ class PolicyServer(LifecycleNode):
         status = self.watchdog.status(now)
         if not status.ok:
             if status.reason != "no observation yet":
-                self._queue.clear()
+                if not self.p["lockstep"]:
+                    self._queue.clear()  # the arm kept moving (or stopped) without us: the plan is void
                 self._hold(status.reason)
             return
         stamp = self.assembler.latest_stamp()
@@ -334,8 +314,9 @@ class PolicyServer(LifecycleNode):
                 self.counters["chunks"] += 1
                 if not self.watchdog.inference(t0, t1):
                     self.counters["overruns"] += 1
-                    self._hold(f"inference overrun ({t1 - t0:.3f} s)")
-                    return
+                    if not self.p["lockstep"]:
+                        self._hold(f"inference overrun ({t1 - t0:.3f} s)")
+                        return
                 self._queue = [row for row in chunk.actions[: max(1, self._execute_steps())]]
             elif new:
                 self.policy.observe(obs)
@@ -400,8 +381,10 @@ class PolicyServer(LifecycleNode):
             level, message = DiagnosticStatus.ERROR, f"e-stop: {self.estop.reason}"
         elif self._holding:
             level, message = DiagnosticStatus.WARN, f"holding: {self._holding}"
+        self._sync_rejected()
+        last_reject = self.inputs.last_reject if self.inputs is not None else ""
         values = {**{k: str(v) for k, v in self.counters.items()},
-                  "last_inference_s": f"{self.last_infer_s:.4f}", "last_reject": self.last_reject[:200]}
+                  "last_inference_s": f"{self.last_infer_s:.4f}", "last_reject": last_reject[:200]}
         status = DiagnosticStatus(level=level, name=f"{self.get_name()}: safety", message=message,
                                   hardware_id="embodied_steer",
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
@@ -409,7 +392,12 @@ class PolicyServer(LifecycleNode):
         arr.header.stamp = self.get_clock().now().to_msg()
         pub.publish(arr)
 
+    def _sync_rejected(self) -> None:
+        if self.inputs is not None:
+            self.counters["rejected"] = self.inputs.rejected
+
     def close(self) -> None:
+        self._sync_rejected()
         print(f"STATS {self.get_name()} " + " ".join(f"{k}={v}" for k, v in self.counters.items()), flush=True)
 
 

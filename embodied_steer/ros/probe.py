@@ -13,6 +13,11 @@ Modes (``--mode``):
               commands may follow), activate it again and wait for motion.
 ``steer``     set ``intervention.noise_scale`` to 0 (accepted), to -1 (refused), switch steering off and on
               with ``<server>/set_steering``, and check that commanding goes on.
+``assist``    wait for ``--count`` estimates of the assistance monitor (``assist/recommendation``,
+              ``assist/entropy``, its ``diagnostics``) and report what they contained.
+``steering``  through the ``steering_control`` node: select a preset (applied), an invalid setting
+              (refused by the server, previous settings kept), an unknown preset and malformed JSON
+              (refused by the node); check that commanding goes on.
 ``fuzz``      publish ``--count`` malformed / hostile messages (NaN, wrong sizes, names and encodings,
               out-of-order and future stamps, absurd poses) on the observation and command topics while
               checking every command of the policy server against the safety limits.
@@ -30,6 +35,24 @@ import time
 import numpy as np
 
 
+def limit_args(param_file: str, node: str = "policy_server") -> list[str]:
+    """The probe's safety-limit arguments matching a policy server's parameter file (so a check uses
+    exactly the limits the server was started with)."""
+    import yaml
+
+    with open(param_file) as f:
+        params = yaml.safe_load(f)[f"/{node}"]["ros__parameters"]
+    args: list[str] = []
+    for key in ("workspace_low", "workspace_high"):
+        if key in params:
+            args += [f"--{key.replace('_', '-')}", *(str(float(v)) for v in params[key])]
+    for key in ("max_linear_speed", "max_angular_speed", "control_rate_hz"):
+        if key in params:
+            flag = "--control-hz" if key == "control_rate_hz" else f"--{key.replace('_', '-')}"
+            args += [flag, str(float(params[key]))]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from embodied_steer.ros.bootstrap import ensure_ros_environment
 
@@ -45,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from embodied_steer.ros.safety import EefLimits, SafetyFilter
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["latency", "watchdog", "fuzz", "estop", "lifecycle", "steer"], required=True)
+    ap.add_argument("--mode", choices=["latency", "watchdog", "fuzz", "estop", "lifecycle", "steer", "assist", "steering"], required=True)
     ap.add_argument("--server", default="policy_server", help="policy server node name (for its services)")
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--rate", type=float, default=200.0)
@@ -215,6 +238,46 @@ def main(argv: list[str] | None = None) -> int:
             on = call(steer, SetBool.Request(data=True)).success
             result.update(ok=ok and more, zero_scale_accepted=accepted, negative_refused=refused,
                           steering_off=bool(off), steering_on=bool(on), commanding=more)
+        elif args.mode == "assist":
+            from diagnostic_msgs.msg import DiagnosticArray
+            from std_msgs.msg import Float32
+
+            recs: list[dict] = []
+            entropies: list[float] = []
+            diags: list[tuple[str, int, str]] = []
+            node.create_subscription(String, "assist/recommendation", lambda m: recs.append(json.loads(m.data)), 50)
+            node.create_subscription(Float32, "assist/entropy", lambda m: entropies.append(float(m.data)), 50)
+            node.create_subscription(
+                DiagnosticArray, "diagnostics",
+                lambda m: diags.extend((st.name, int.from_bytes(st.level, "little") if isinstance(st.level, bytes)
+                                        else int(st.level), st.message) for st in m.status), 50)
+            ok = spin_until(lambda: len(recs) >= args.count and len(entropies) >= args.count)
+            mine = [d for d in diags if d[0].startswith("assist_monitor")]
+            result.update(ok=ok, n=len(recs), entropies=entropies[: args.count],
+                          recommended=[r["recommended"] for r in recs], statuses=sorted({r["status"] for r in recs}),
+                          keys=sorted(recs[0]) if recs else [], stamps_increasing=all(
+                              a["stamp_ns"] < b["stamp_ns"] for a, b in zip(recs, recs[1:])),
+                          diagnostics=mine[-5:], sample_ms=[r["sample_ms"] for r in recs])
+        elif args.mode == "steering":
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+            states: list[dict] = []
+            qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            node.create_subscription(String, "steering/state", lambda m: states.append(json.loads(m.data)), qos)
+            select = node.create_publisher(String, "steering/select", 10)
+            ok = spin_until(lambda: state["commands"] >= 5 and select.get_subscription_count() > 0)
+            answers: dict[str, dict] = {}
+            for label, text in (("preset", "focused"), ("invalid", '{"noise_scale": -1.0}'),
+                                ("unknown", "no_such_preset"), ("malformed", "{not json"),
+                                ("untouched", "untouched")):
+                seen = len(states)
+                select.publish(String(data=text))
+                ok = spin_until(lambda: len(states) > seen) and ok
+                answers[label] = states[-1] if len(states) > seen else {}
+            before = state["commands"]
+            more = spin_until(lambda: state["commands"] >= before + 20)
+            result.update(ok=ok and more, answers=answers, commanding=more)
         elif args.mode == "lifecycle":
             from lifecycle_msgs.msg import Transition
             from lifecycle_msgs.srv import ChangeState, GetState

@@ -17,7 +17,9 @@ every ``REFRESH_AFTER``-th time with a fresh one); ``timer`` steps at
 ``command_timeout_s``), like a real arm. Runs ``episodes`` episodes (0: forever) seeded
 ``seed + i``, prints an ``EPISODE {json}`` line per episode (also appended to ``results_path``) and
 exits after the last one. In lockstep, when the policy server's ``reset_service`` is available, a new
-episode's first observation is published only after that service answered (no reset/observation race).
+episode's first observation is published only after that service answered (no reset/observation race);
+with ``seed_policy`` the arm first sets the server's ``episode_seed`` parameter to the episode's seed,
+so the policy draws the same noise as ``embodied-steer eval`` with the same seeds (parity check).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import Image, JointState
@@ -77,6 +82,9 @@ class SimArm(Node):
         self.waiting_reset = False
         self.reset_client = (self.create_client(Trigger, self.p["reset_service"])
                              if self.p["reset_service"] and self.p["step_mode"] == "lockstep" else None)
+        server = self.p["reset_service"].rsplit("/", 1)[0] if "/" in self.p["reset_service"] else ""
+        self.seed_client = (self.create_client(SetParameters, f"{server}/set_parameters")
+                            if self.reset_client is not None and self.p["seed_policy"] and server else None)
         self.unanswered = 0
         self.last_gripper = -1.0
         self.episode = -1
@@ -104,12 +112,23 @@ class SimArm(Node):
         self.pub_instr.publish(String(data=self.env.instruction))
         if self.reset_client is not None and self.reset_client.service_is_ready():
             # lockstep: the first observation goes out only after the policy server has reset, so the
-            # reset can never race with it (the same order of events as the in-process runner)
+            # reset can never race with it (the same order of events as the in-process runner); with
+            # seed_policy the server first learns the episode's seed (same noise as in-process)
             self.waiting_reset = True
-            future = self.reset_client.call_async(Trigger.Request())
-            future.add_done_callback(lambda _: self._after_reset())
+            if self.seed_client is not None and self.seed_client.service_is_ready():
+                seed = int(self.p["seed"]) + self.episode
+                value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=seed)
+                future = self.seed_client.call_async(
+                    SetParameters.Request(parameters=[ParameterMsg(name="episode_seed", value=value)]))
+                future.add_done_callback(lambda _: self._call_reset())
+            else:
+                self._call_reset()
         else:
             self._publish_obs()
+
+    def _call_reset(self) -> None:
+        future = self.reset_client.call_async(Trigger.Request())
+        future.add_done_callback(lambda _: self._after_reset())
 
     def _after_reset(self) -> None:
         self.waiting_reset = False
