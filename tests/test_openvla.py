@@ -269,6 +269,16 @@ def test_dataset_key_errors_list_the_available_keys(folder, policy):
     assert other.info.extra["dataset_key"] == "tiny_other"
 
 
+def test_fine_tune_statistics_file_adds_dataset_keys(folder, tmp_path, obs):
+    copy = shutil.copytree(folder, tmp_path / "finetuned")
+    stats = {"my_task": {"action": {"q01": [-1.0] * 7, "q99": [3.0] * 7, "mask": [True] * 7}}}
+    (copy / "dataset_statistics.json").write_text(json.dumps(stats))
+    tuned = OpenVLAPolicy.from_pretrained(copy, dataset_key="my_task")
+    assert set(tuned.info.extra["available_dataset_keys"]) == {"my_task", "tiny_lift", "tiny_other"}
+    actions = tuned.act(obs).actions[0]
+    np.testing.assert_allclose(actions, 0.5 * (tuned.last_decode.normalized[0] + 1) * 4.0 - 1.0, rtol=1e-6)
+
+
 def test_libero_gripper_post_processing():
     actions = np.array([[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 0.9], [0.0] * 6 + [0.2]])
     out = libero_gripper(actions)

@@ -38,6 +38,8 @@ Chunk modules and the prompt pass see a batch of 1; the decoding passes see ``n`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Mapping, Sequence
@@ -56,7 +58,7 @@ from embodied_steer.adapters.openvla_processing import (
     libero_gripper,
     unnormalize,
 )
-from embodied_steer.core.errors import ConfigError, ObservationError
+from embodied_steer.core.errors import CheckpointError, ConfigError, ObservationError
 from embodied_steer.core.policy import DenoiseCallback, InterventionPoint, PolicyInfo, SteerablePolicy
 from embodied_steer.core.types import ActionBounds, Observation
 
@@ -86,6 +88,21 @@ class DecodeRecord:
     action_probs: np.ndarray
     normalized: np.ndarray
     temperature: float
+
+
+def merged_norm_stats(folder: Path, norm_stats: Mapping[str, object]) -> dict[str, object]:
+    """``config.json``'s ``norm_stats`` updated with the folder's ``dataset_statistics.json`` (if any)."""
+    merged = dict(norm_stats)
+    path = folder / "dataset_statistics.json"
+    if path.is_file():
+        try:
+            extra = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(extra, Mapping):
+            raise CheckpointError(f"{path} must map dataset keys to statistics")
+        merged.update(extra)
+    return merged
 
 
 class OpenVLAPolicy(SteerablePolicy):
@@ -201,7 +218,9 @@ class OpenVLAPolicy(SteerablePolicy):
 
         The folder needs ``config.json``, ``model.safetensors.index.json`` + shards (or one
         ``model.safetensors``) and ``tokenizer.json``; ``preprocessor_config.json`` is used when
-        present. Nothing runs from the checkpoint's ``*.py`` files.
+        present, and so is ``dataset_statistics.json`` (what OpenVLA's fine-tuning script saves
+        for the new dataset; its entries extend / replace ``config.json``'s ``norm_stats``).
+        Nothing runs from the checkpoint's ``*.py`` files.
 
         Args:
             path_or_hub_id: local folder or hub repo id (needs a network or the HF cache).
@@ -221,6 +240,7 @@ class OpenVLAPolicy(SteerablePolicy):
         folder = resolve_checkpoint(path_or_hub_id, revision, required=("config.json", "tokenizer.json"),
                                     allow_patterns=HUB_PATTERNS)
         config = OpenVLAConfig.from_folder(folder)
+        config = dataclasses.replace(config, norm_stats=merged_norm_stats(folder, config.norm_stats))
         action_stats(config.norm_stats, dataset_key)  # fail on a bad key before loading gigabytes
         prompt = PromptTokenizer.from_folder(folder, bos_id=int(config.text_config.get("bos_token_id", 1)),
                                              lowercase=lowercase_instruction)
