@@ -20,6 +20,7 @@ from embodied_steer.adapters.openvla import OpenVLAPolicy
 from embodied_steer.adapters.openvla_model import (
     OpenVLAConfig,
     build_network,
+    checkpoint_problems,
     checkpoint_name,
     count_parameters,
     expected_checkpoint_shapes,
@@ -132,6 +133,31 @@ def test_strict_loading_names_wrong_shapes(folder, tmp_path):
     bad = _rewrite_single_file(folder, tmp_path / "shape", shrink)
     with pytest.raises(CheckpointError, match=r"projector\.fc2\.weight: checkpoint \(64, 319\) vs network \(64, 320\)"):
         OpenVLAPolicy.from_pretrained(bad, dataset_key="tiny_lift")
+
+
+def test_header_only_check_and_script(folder, tmp_path, capsys):
+    import importlib.util
+
+    assert checkpoint_problems(folder) == []
+
+    def rename(tensors):
+        tensors["projector.fc4.bias"] = tensors.pop("projector.fc3.bias")
+        tensors["projector.fc2.weight"] = tensors["projector.fc2.weight"][:, :-1].contiguous()
+
+    bad = _rewrite_single_file(folder, tmp_path / "bad", rename)
+    assert checkpoint_problems(bad) == [
+        "missing: projector.fc3.bias (64,)",
+        "unexpected: projector.fc4.bias",
+        "shape: projector.fc2.weight checkpoint (64, 319) vs network (64, 320)",
+    ]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_openvla_folder.py"
+    spec = importlib.util.spec_from_file_location("check_openvla_folder", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(bad), "--names-only"]) == 1
+    assert module.main([str(folder), "--dataset-key", "tiny_lift", "--instruction", "lift the cube"]) == 0
+    out = capsys.readouterr().out
+    assert "all tensors match" in out and "action [tiny_lift]" in out
 
 
 def test_missing_files_are_named(folder, tmp_path):

@@ -395,6 +395,37 @@ def read_checkpoint_tensors(folder: Path, expected: Mapping[str, tuple[int, ...]
     return tensors
 
 
+def checkpoint_problems(folder: str | Path, config: OpenVLAConfig | None = None) -> list[str]:
+    """Compare a folder's tensor names and shapes with the network its config builds, reading only
+    the safetensors headers (no weights). Returns one line per problem; empty when it would load."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    config = config or OpenVLAConfig.from_folder(folder)
+    expected = expected_checkpoint_shapes(build_network(config, "meta"))
+    try:
+        files = weight_files(folder)
+    except CheckpointError as err:
+        return [str(err)]
+    problems = [f"missing: {n} {expected[n]}" for n in sorted(set(expected) - set(files))]
+    problems += [f"unexpected: {n}" for n in sorted(set(files) - set(expected))]
+    by_file: dict[Path, list[str]] = {}
+    for name, path in files.items():
+        if name in expected:
+            by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():
+        with safe_open(str(path), framework="pt") as handle:
+            present = set(handle.keys())
+            for name in names:
+                if name not in present:
+                    problems.append(f"not in {path.name}: {name}")
+                    continue
+                shape = tuple(handle.get_slice(name).get_shape())
+                if shape != expected[name]:
+                    problems.append(f"shape: {name} checkpoint {shape} vs network {expected[name]}")
+    return problems
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, config: OpenVLAConfig) -> torch.dtype:
     """``"auto"`` / ``None`` → the checkpoint's ``torch_dtype`` (float32 when absent)."""
     if isinstance(dtype, torch.dtype):
