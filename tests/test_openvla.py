@@ -25,7 +25,13 @@ from embodied_steer.adapters.openvla_model import (
     count_parameters,
     expected_checkpoint_shapes,
 )
-from embodied_steer.adapters.openvla_processing import ActionBins, ImageTransform, action_stats, libero_gripper, unnormalize
+from embodied_steer.adapters.openvla_processing import (
+    ActionBins,
+    ImageTransform,
+    action_stats,
+    libero_gripper,
+    unnormalize,
+)
 from embodied_steer.adapters.openvla_tiny import TINY_NORM_STATS, tiny_network_state, write_tiny_openvla_checkpoint
 from embodied_steer.core.errors import CheckpointError, ConfigError, ObservationError
 from embodied_steer.core.types import ActionBounds, Observation
@@ -193,7 +199,8 @@ def test_greedy_decode_gives_seven_action_tokens(policy, obs):
     edges = np.linspace(-1, 1, 256)
     centers = (edges[:-1] + edges[1:]) / 2
     normalized = centers[np.clip(1024 - record.token_ids[0] - 1, 0, 254)]
-    q01, q99 = np.array(TINY_NORM_STATS["tiny_lift"]["action"]["q01"]), np.array(TINY_NORM_STATS["tiny_lift"]["action"]["q99"])
+    stats = TINY_NORM_STATS["tiny_lift"]["action"]
+    q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
     expected = 0.5 * (normalized + 1) * (q99 - q01) + q01
     expected[-1] = normalized[-1]  # mask is False for the gripper
     np.testing.assert_allclose(chunk.actions[0], expected, rtol=1e-6, atol=1e-7)
@@ -265,7 +272,8 @@ def test_samples_share_one_prefix_with_the_greedy_path(policy, obs):
 
 # ----------------------------------------------------------------------------- un-normalisation
 def test_unnormalize_hand_computed():
-    stats = {"q01": np.array([-0.5, 0.0, 2.0]), "q99": np.array([0.5, 1.0, 4.0]), "mask": np.array([True, True, False])}
+    stats = {"q01": np.array([-0.5, 0.0, 2.0]), "q99": np.array([0.5, 1.0, 4.0]),
+             "mask": np.array([True, True, False])}
     out = unnormalize(np.array([0.0, -1.0, 0.25]), stats)
     # dim 0: 0.5 * (0 + 1) * 1 - 0.5 = 0; dim 1: 0.5 * 0 * 1 + 0 = 0; dim 2: masked → unchanged 0.25
     np.testing.assert_allclose(out, [0.0, 0.0, 0.25])
@@ -383,7 +391,10 @@ def test_module_hooks_fire_on_the_documented_schedule(policy, obs):
     # chunk modules and the prompt pass see one sample; decoding passes see n = 3 with length 1
     assert calls["projector"][0][0] == 1
     prompt_len = calls["llm.layers.0.mlp"][0][1]
-    assert calls["llm.layers.0.mlp"][0][0] == 1 and prompt_len == 1 + 256 + policy.prompt_tokenizer("Lift the red cube").numel() - 1
+    text_len = policy.prompt_tokenizer("Lift the red cube").numel() - 1
+    assert calls["llm.layers.0.mlp"][0][0] == 1 and prompt_len == 1 + 256 + text_len
+    layout = policy.prefix_layout
+    assert (layout.length, layout.image, layout.text) == (prompt_len, (1, 257), (257, prompt_len))
     assert all(shape[:2] == (3, 1) for shape in calls["llm.layers.0.mlp"][1:])
     assert calls["llm.lm_head"][0] == (1, 1, 1088)
     assert not any(m._forward_hooks for m in modules.values())

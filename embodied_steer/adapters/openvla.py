@@ -32,7 +32,9 @@ Module names (``N`` = Llama depth, ``B`` = blocks of a vision tower; the tower n
     llm.layers.{i}.mlp, .mlp.down_proj       token   down_proj input = the MLP's neurons (intermediate_size)
     llm.norm, llm.lm_head                    token   lm_head sees the last position only
 
-Chunk modules and the prompt pass see a batch of 1; the decoding passes see ``n``.
+Chunk modules and the prompt pass see a batch of 1; the decoding passes see ``n``. In the prompt
+pass, position 0 is ``<s>``, then come the image patches, then the text: :attr:`OpenVLAPolicy.prefix_layout`
+holds the ranges (set before the pass runs, so hooks can read it).
 """
 
 from __future__ import annotations
@@ -103,6 +105,18 @@ def merged_norm_stats(folder: Path, norm_stats: Mapping[str, object]) -> dict[st
             raise CheckpointError(f"{path} must map dataset keys to statistics")
         merged.update(extra)
     return merged
+
+
+@dataclass(frozen=True)
+class PrefixLayout:
+    """Positions in the prompt pass (the first ``"token"`` call): ``[start, stop)`` ranges.
+
+    Position 0 is ``<s>``; then the image patches; then the prompt text (ending with ``"▁"``).
+    """
+
+    length: int
+    image: tuple[int, int]
+    text: tuple[int, int]
 
 
 class OpenVLAPolicy(SteerablePolicy):
@@ -179,6 +193,8 @@ class OpenVLAPolicy(SteerablePolicy):
         self.center_crop_scale = center_crop_scale
         self.gripper = gripper
         self.last_decode: DecodeRecord | None = None
+        self.prefix_layout: PrefixLayout | None = None
+        """Set before the prompt pass runs, so hooks can tell image from text positions."""
         self._drawing = False
         super().__init__(
             PolicyInfo(
@@ -356,6 +372,9 @@ class OpenVLAPolicy(SteerablePolicy):
         patches = self.network.image_tokens(pixels.to(device=device, dtype=self._dtype))
         embeds = lm.model.embed_tokens(ids.to(device))
         prefix = torch.cat([embeds[:, :1], patches.to(embeds.dtype), embeds[:, 1:]], dim=1)
+        num_patches = patches.shape[1]
+        self.prefix_layout = PrefixLayout(length=prefix.shape[1], image=(1, 1 + num_patches),
+                                          text=(1 + num_patches, prefix.shape[1]))
         out = lm(inputs_embeds=prefix, use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1].float()
         if n > 1:
@@ -406,4 +425,4 @@ class OpenVLAPolicy(SteerablePolicy):
         return type(self)(self.network, self.config, self.prompt_tokenizer, self.image_transform, **options)
 
 
-__all__ = ["DecodeRecord", "OpenVLAPolicy"]
+__all__ = ["DecodeRecord", "OpenVLAPolicy", "PrefixLayout", "merged_norm_stats"]

@@ -136,7 +136,8 @@ class OpenVLAConfig:
         sizes = data.get("image_sizes") or (table[1] if table else None)
         acts = data.get("timm_override_act_layers") or (table[2] if table else None)
         if ids is None or sizes is None:
-            raise ConfigError(f"{source}: no 'timm_model_ids' / 'image_sizes' and unknown vision_backbone_id '{vision_id}'")
+            raise ConfigError(f"{source}: no 'timm_model_ids' / 'image_sizes' and unknown vision_backbone_id "
+                              f"'{vision_id}'")
         ids, sizes = tuple(str(i) for i in ids), tuple(int(s) for s in sizes)
         acts = tuple(acts) if acts is not None else (None,) * len(ids)
         fused = data.get("use_fused_vision_backbone")

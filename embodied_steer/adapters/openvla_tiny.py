@@ -104,8 +104,10 @@ def build_tiny_tokenizer(vocab_size: int = TINY_TOKENIZER_VOCAB) -> Any:
         raise ValueError(f"tiny tokenizer needs vocab_size >= {len(vocab) + 256}, got {vocab_size}")
     for k in range(len(vocab), vocab_size):
         vocab[f"<unused{k}>"] = k
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(EMPTY_TOKEN), normalizers.Replace(" ", EMPTY_TOKEN)])
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
+                                     fuse_unk=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(EMPTY_TOKEN),
+                                                 normalizers.Replace(" ", EMPTY_TOKEN)])
     tokenizer.decoder = decoders.Sequence([
         decoders.Replace(EMPTY_TOKEN, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0),
     ])
