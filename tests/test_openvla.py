@@ -236,6 +236,53 @@ def test_kv_cache_decoding_matches_full_recompute(policy, obs):
     assert policy.last_decode.token_ids[0].tolist() == _reference_greedy(policy, obs)
 
 
+def test_greedy_decoding_matches_transformers_generate(policy, obs):
+    """OpenVLA's predict_action is HF generate(max_new_tokens=7, greedy) on the multimodal prefix."""
+    pixels, ids = policy.preprocess(obs)
+    lm = policy.network.language_model
+    with torch.no_grad():
+        patches = policy.network.image_tokens(pixels)
+        emb = lm.model.embed_tokens(ids)
+        prefix = torch.cat([emb[:, :1], patches, emb[:, 1:]], dim=1)
+        generated = lm.generate(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long),
+                                max_new_tokens=ACTION_DIM, do_sample=False, pad_token_id=policy.config.pad_token_id)
+    policy.act(obs)
+    assert generated[0, -ACTION_DIM:].tolist() == policy.last_decode.token_ids[0].tolist()
+
+
+def test_featurizer_is_timms_second_to_last_block_without_prefix_tokens(policy):
+    backbone = policy.network.vision_backbone
+    pixels = torch.randn(1, 6, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = backbone(pixels)
+        # timm's DINO-style API, as Prismatic called it (n = the second-to-last block, prefix dropped)
+        reference = [tower.get_intermediate_layers(chunk, n=[len(tower.blocks) - 2])[0]
+                     for tower, chunk in zip(backbone.towers(), pixels.split(3, dim=1))]
+    assert backbone.featurizer.num_prefix_tokens == 5  # class + 4 registers
+    assert ours.shape == (1, 256, 32 + 48)
+    torch.testing.assert_close(ours, torch.cat(reference, dim=2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("strategy", ["resize-crop", "resize-naive"])
+def test_preprocessing_matches_timms_eval_transform(policy, strategy):
+    """Prismatic builds its processor from timm.data.create_transform (crop_pct 1.0); resize-naive
+    replaces the resize size by (size, size)."""
+    import timm.data
+    from PIL import Image
+    from torchvision.transforms import Resize
+
+    img = image(3, shape=(90, 200, 3))
+    ours = ImageTransform(policy.image_transform.towers, strategy)(img)
+    for i, tower in enumerate(policy.image_transform.towers):
+        transform = timm.data.create_transform(
+            input_size=(3, tower.size, tower.size), interpolation=tower.interpolation, mean=tower.mean,
+            std=tower.std, crop_pct=1.0, crop_mode="center", is_training=False)
+        if strategy == "resize-naive":
+            resize = transform.transforms[0]
+            transform.transforms[0] = Resize((tower.size, tower.size), interpolation=resize.interpolation)
+        torch.testing.assert_close(ours[3 * i: 3 * i + 3], transform(Image.fromarray(img)), rtol=0, atol=1e-6)
+
+
 def test_prompt_is_openvlas(policy):
     tok = policy.prompt_tokenizer
     assert tok.prompt("Lift The Cube") == "In: What action should the robot take to lift the cube?\nOut:"
@@ -499,3 +546,16 @@ def test_real_7b_configuration_builds_the_release_names_and_shapes(policy):
     assert schedule["vision.siglip.blocks.25"] == "chunk" and schedule["vision.siglip.blocks.26"] == "never"
     assert real.modules()["llm.layers.31.mlp.down_proj"].in_features == 11008
     assert real.bins.token_range == (31744, 31999)
+
+
+@pytest.mark.slow
+def test_cli_eval_runs_the_openvla_config_on_a_local_folder(folder, tmp_path):
+    from embodied_steer.cli import main
+
+    rc = main(["eval", "env=lift_cameras", "policy=openvla", f"policy.path_or_hub_id={folder}",
+               "policy.dataset_key=tiny_lift", "policy.center_crop_scale=null", "policy.gripper=none",
+               "policy.flip_images=none", "episodes=1", "env.horizon=4", f"output_dir={tmp_path}",
+               "torch_threads=1", "fast_render=true"])
+    assert rc == 0
+    episode = json.loads((tmp_path / "episodes.jsonl").read_text().splitlines()[0])
+    assert episode["status"] == "ok" and episode["steps"] == 4
