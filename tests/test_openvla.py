@@ -93,6 +93,17 @@ def test_weights_round_trip_exactly(folder, policy):
     assert torch.equal(loaded["projector.fc1.weight"], state["projector.fc1.weight"])
 
 
+def test_bfloat16_loading_casts_every_weight(folder, policy, obs):
+    half = OpenVLAPolicy.from_pretrained(folder, dataset_key="tiny_lift", dtype="bfloat16")
+    ours, full = half.network.state_dict(), policy.network.state_dict()
+    assert all(v.dtype == torch.bfloat16 for v in ours.values())
+    assert all(torch.equal(ours[k], full[k].to(torch.bfloat16)) for k in full)
+    chunk = half.act(obs)
+    assert chunk.actions.shape == (1, ACTION_DIM) and half.last_decode.token_ids.shape == (1, ACTION_DIM)
+    with pytest.raises(ConfigError, match="unknown floating-point dtype 'int8'"):
+        OpenVLAPolicy.from_pretrained(folder, dataset_key="tiny_lift", dtype="int8")
+
+
 def _rewrite_single_file(src: Path, dst: Path, edit) -> Path:
     """Copy the folder with its shards merged into one edited ``model.safetensors``."""
     from safetensors import safe_open
