@@ -81,7 +81,7 @@ TENSOR_METHODS = frozenset({
     "double", "clone", "detach", "dim", "size", "numel", "isfinite", "nan_to_num", "matmul", "dot",
     "minimum", "maximum", "lerp", "contiguous", "where", "atan2",
 })
-TENSOR_GROWING_METHODS = frozenset({"repeat", "expand", "matmul", "dot"})
+TENSOR_GROWING_METHODS = frozenset({"repeat", "matmul", "dot"})  # .expand makes a view: checked after
 
 #: attributes readable without a call.
 VALUE_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "values", "indices"})
@@ -216,19 +216,27 @@ def _check_value(value: Any, what: str, depth: int = 0) -> None:
     raise RewardProgramError(f"{what} got a value of type {type(value).__name__}, which reward programs cannot use")
 
 
+def broadcast_shape(*shapes: Iterable[int]) -> tuple[int, ...] | None:
+    """NumPy/torch broadcasting of ``shapes``; ``None`` when they do not broadcast.
+
+    (``torch.broadcast_shapes`` would do, but its first call imports ``torch._refs``: seconds.)"""
+    dims = [tuple(int(d) for d in s) for s in shapes]
+    ndim = max((len(d) for d in dims), default=0)
+    out = []
+    for i in range(-ndim, 0):
+        size = 1
+        for d in dims:
+            if len(d) >= -i and d[i] != 1:
+                if size not in (1, d[i]):
+                    return None
+                size = d[i]
+        out.append(size)
+    return tuple(out)
+
+
 def _broadcast_numel(tensors: list[torch.Tensor]) -> int | None:
-    try:
-        return _numel(torch.broadcast_shapes(*(t.shape for t in tensors)))
-    except RuntimeError:
-        return None  # the operation itself will raise a clear shape error
-
-
-def _meta(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return torch.empty(value.shape, dtype=value.dtype, device="meta")
-    if isinstance(value, (tuple, list)):
-        return type(value)(_meta(v) for v in value)
-    return value
+    shape = broadcast_shape(*(t.shape for t in tensors))
+    return None if shape is None else _numel(shape)  # None: the operation itself raises a clear error
 
 
 class Runtime:
@@ -258,21 +266,17 @@ class Runtime:
             guard.tick()
             _check_value(args, what)
             _check_value(tuple(kwargs.values()), what)
+            bad = FORBIDDEN_KEYWORDS.intersection(kwargs)
+            if bad:
+                raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
             if short in CREATION or short in ("tensor", "as_tensor"):
                 kwargs.setdefault("device", guard.device)
                 if short in ("zeros", "ones", "eye", "linspace") or _has_float(args):
                     kwargs.setdefault("dtype", guard.dtype)
-            if short == "arange":
-                guard.check_size(_arange_numel(what, args, kwargs), what)
-            elif short in CREATION:
-                meta_kwargs = dict(kwargs, device="meta")
-                try:
-                    probe = fn(*args, **meta_kwargs)
-                except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
-                    raise RewardProgramError(f"{what}: {exc}") from None
-                guard.check_size(probe.numel(), what)
+            if short in CREATION:
+                guard.check_size(_creation_numel(what, short, args, kwargs), what)
             elif dotted in GROWING:
-                _precheck_growing(guard, what, fn, args, kwargs)
+                _precheck_growing(guard, what, dotted, args, kwargs)
             else:
                 tensors = [a for a in args if isinstance(a, torch.Tensor)]
                 for a in args:
@@ -323,7 +327,7 @@ class Runtime:
             except (ZeroDivisionError, OverflowError) as exc:
                 raise RewardProgramError(f"{what}: {exc}") from None
         if op == "@":
-            _precheck_growing(guard, what, torch.matmul, (a, b), {})
+            _precheck_growing(guard, what, "@", (a, b), {})
         elif ta and tb:
             n = _broadcast_numel([a, b])
             if n is not None:
@@ -366,7 +370,7 @@ class Runtime:
             raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
         fn = getattr(obj, name)
         if name in TENSOR_GROWING_METHODS:
-            _precheck_growing(guard, what, getattr(torch.Tensor, name), (obj, *args), kwargs)
+            _precheck_growing(guard, what, name, (obj, *args), kwargs)
         guard.add_work(obj.numel(), what)
         return guard.account(fn(*args, **kwargs), what)
 
@@ -488,6 +492,30 @@ class Runtime:
         return g
 
 
+def _creation_numel(what: str, short: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Element count of a tensor-creating call, from its arguments (nothing is allocated)."""
+    if short == "arange":
+        return _arange_numel(what, args, kwargs)
+    try:
+        if short == "linspace":
+            steps = kwargs.get("steps", args[2] if len(args) > 2 else None)
+            return max(int(steps), 0)
+        if short == "eye":
+            n = int(kwargs.get("n", args[0]))
+            m = int(kwargs.get("m", args[1] if len(args) > 1 else n))
+            return max(n, 0) * max(m, 0)
+        sizes: Any = kwargs.get("size", args[0] if short == "full" else args)
+        if short == "full" and "size" not in kwargs:
+            sizes = args[0]
+        if isinstance(sizes, (tuple, list, torch.Size)) and len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+            sizes = sizes[0]
+        if not isinstance(sizes, (tuple, list, torch.Size)):
+            sizes = (sizes,)
+        return _numel(int(d) for d in sizes)
+    except (IndexError, KeyError, TypeError, ValueError, RuntimeError):
+        raise RewardProgramError(f"{what}: sizes must be integers") from None
+
+
 def _arange_numel(what: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """Element count of ``torch.arange(...)`` computed from its arguments (no allocation)."""
     names = ("start", "end", "step")
@@ -512,24 +540,44 @@ def _has_float(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def _precheck_growing(guard: Guard, what: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> None:
-    """Size a product-like operation on meta tensors before running it for real."""
-    try:
-        out = fn(*_meta(args), **_meta(kwargs))
-    except Exception:  # noqa: BLE001 - no meta kernel or a shape error: bound conservatively
-        n = 1
-        for t in _tensors_in(args):
-            n *= max(t.numel(), 1)
-        guard.check_size(n, what)
-        return
-    n = sum(t.numel() for t in _tensors_in(out))
-    guard.check_size(n, what)
+def _precheck_growing(guard: Guard, what: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Size a product-like operation from its input shapes before running it (no allocation).
+
+    Shapes are worked out by hand: torch's meta kernels would do it too, but some of them are slow
+    (``cdist`` on meta tensors takes seconds for large inputs)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    out_numel: int | None = None
     inner = 1
-    for t in _tensors_in(args):
-        if t.ndim:
-            inner = max(inner, int(t.shape[-1]))
-    guard.add_work(n * inner, what)
+    try:
+        if name == "repeat" and tensors:
+            sizes = args[1:]
+            if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+                sizes = tuple(sizes[0])
+            out_numel = tensors[0].numel() * _numel(int(s) for s in sizes)
+        elif name in ("matmul", "dot", "@") and len(tensors) == 2:
+            a, b = tensors
+            inner = int(a.shape[-1]) if a.ndim else 1
+            rows = (int(a.shape[-2]),) if a.ndim >= 2 else ()
+            cols = (int(b.shape[-1]),) if b.ndim >= 2 else ()
+            batch = (broadcast_shape(a.shape[:-2], b.shape[:-2]) or ()) if a.ndim > 2 or b.ndim > 2 else ()
+            out_numel = _numel(batch + rows + cols)
+        elif name == "cdist" and len(tensors) == 2:
+            a, b = tensors
+            inner = int(a.shape[-1])
+            batch = broadcast_shape(a.shape[:-2], b.shape[:-2]) or ()
+            out_numel = _numel(batch + (int(a.shape[-2]), int(b.shape[-2])))
+        elif name == "outer" and len(tensors) == 2:
+            out_numel = tensors[0].numel() * tensors[1].numel()
+        elif name == "cross" and len(tensors) == 2:
+            out_numel = _broadcast_numel(tensors)
+    except (RuntimeError, IndexError, TypeError, ValueError):
+        out_numel = None  # malformed shapes: the operation itself raises a clear error
+    if out_numel is None:
+        out_numel = 1
+        for t in tensors:
+            out_numel *= max(t.numel(), 1)
+    guard.check_size(out_numel, what)
+    guard.add_work(out_numel * max(inner, 1), what)
 
 
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {

@@ -609,10 +609,18 @@ def _parse(source: str, limits: SandboxLimits) -> ast.Module:
     except SyntaxError as exc:
         raise RewardProgramError(f"syntax error at line {exc.lineno}: {exc.msg}", line=exc.lineno) from None
     except (RecursionError, MemoryError, ValueError) as exc:
-        raise SandboxViolation("program", f"cannot be parsed safely ({type(exc).__name__}: nesting too deep)") from None
-    count = sum(1 for _ in ast.walk(tree))
-    if count > limits.max_ast_nodes:
-        raise SandboxViolation(f"program of {count:,} syntax nodes", f"at most {limits.max_ast_nodes:,} are allowed")
+        raise SandboxViolation("program", f"cannot be parsed safely ({type(exc).__name__}: {exc})") from None
+    count, stack = 0, [(tree, 1)]
+    while stack:  # iterative: the tree may be deeper than Python's recursion limit
+        node, depth = stack.pop()
+        count += 1
+        if count > limits.max_ast_nodes:
+            raise SandboxViolation("program of more than {:,} syntax nodes".format(limits.max_ast_nodes),
+                                   "programs must be small")
+        if depth > limits.max_ast_depth:
+            raise SandboxViolation(f"expression nested more than {limits.max_ast_depth} levels deep",
+                                   "split it into several assignments", line=getattr(node, "lineno", None))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     return tree
 
 
