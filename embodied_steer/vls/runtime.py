@@ -273,6 +273,8 @@ class Runtime:
                 kwargs.setdefault("device", guard.device)
                 if short in ("zeros", "ones", "eye", "linspace") or _has_float(args):
                     kwargs.setdefault("dtype", guard.dtype)
+            if short == "norm":
+                _check_norm(what, dotted, args, kwargs)
             if short in CREATION:
                 guard.check_size(_creation_numel(what, short, args, kwargs), what)
             elif dotted in GROWING:
@@ -368,6 +370,8 @@ class Runtime:
         bad = FORBIDDEN_KEYWORDS.intersection(kwargs)
         if bad:
             raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
+        if name == "norm":
+            _check_norm(what, "norm", (obj, *args), kwargs)
         fn = getattr(obj, name)
         if name in TENSOR_GROWING_METHODS:
             _precheck_growing(guard, what, name, (obj, *args), kwargs)
@@ -490,6 +494,18 @@ class Runtime:
                                                 **{f"math.{k}": v for k, v in MATH_CONSTANTS.items()}}),
         })
         return g
+
+
+def _check_norm(what: str, dotted: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Only vector norms: matrix norms (spectral, nuclear) run an SVD whose cost grows with the cube
+    of the size, inside one uninterruptible call."""
+    key = "ord" if dotted == "linalg.norm" else "p"
+    order = kwargs.get(key, args[1] if len(args) > 1 else None)
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else None)
+    if order == "nuc" or (dotted == "linalg.norm" and order is not None and order != "fro"
+                          and not isinstance(dim, int) and not (isinstance(dim, (tuple, list)) and len(dim) == 1)):
+        raise RewardProgramError(f"{what}: matrix norms are not available; give dim=<int> for a vector norm "
+                                 "(or use torch.linalg.vector_norm)")
 
 
 def _creation_numel(what: str, short: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
