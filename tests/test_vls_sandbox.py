@@ -273,6 +273,17 @@ def test_oversized_and_deeply_nested_sources_are_refused():
         check_reward_program(deep)
 
 
+def test_pickle_round_trip_recompiles_through_the_sandbox():
+    import copy
+    import pickle
+
+    program = compile_reward_program((DATA / "benign_programs" / "two_stage_lift.py").read_text(), limits=NO_PROBE)
+    clone = pickle.loads(pickle.dumps(program))
+    assert clone == program and clone is not program and copy.deepcopy(program) == program
+    keypoints, trajectory = _inputs()
+    torch.testing.assert_close(clone(1, keypoints, trajectory), program(1, keypoints, trajectory))
+
+
 def test_reward_program_cannot_be_built_without_the_sandbox():
     with pytest.raises(RewardProgramError, match="compile_reward_program"):
         RewardProgram(source="def stage_1(keypoints, trajectory): return 0", stage_names=("stage_1",))

@@ -139,6 +139,17 @@ class Guard:
                 f"memory limit: {what} would make a tensor of {numel:,} elements "
                 f"(at most {self.limits.max_tensor_numel:,})")
 
+    def check_broadcast(self, tensors: list[torch.Tensor], what: str) -> None:
+        """Check the size of the broadcast of ``tensors`` before an elementwise operation."""
+        bound = 1
+        for t in tensors:
+            bound *= max(t.numel(), 1)
+        if bound <= self.limits.max_tensor_numel:
+            return  # the broadcast can never be larger than the product of the inputs
+        n = _broadcast_numel(tensors)
+        if n is not None:
+            self.check_size(n, what)
+
     def add_work(self, n: int, what: str) -> None:
         state = self._state
         state.work += int(n)
@@ -285,9 +296,7 @@ class Runtime:
                     if isinstance(a, (list, tuple)):
                         tensors.extend(t for t in a if isinstance(t, torch.Tensor))
                 if len(tensors) >= 2 and short not in ("stack", "cat", "concat"):
-                    n = _broadcast_numel(tensors)
-                    if n is not None:
-                        guard.check_size(n, what)
+                    guard.check_broadcast(tensors, what)
                 if short in ("stack", "cat", "concat"):
                     guard.check_size(sum(t.numel() for t in tensors), what)
             guard.add_work(sum(t.numel() for t in _tensors_in(args)), what)
@@ -331,9 +340,7 @@ class Runtime:
         if op == "@":
             _precheck_growing(guard, what, "@", (a, b), {})
         elif ta and tb:
-            n = _broadcast_numel([a, b])
-            if n is not None:
-                guard.check_size(n, what)
+            guard.check_broadcast([a, b], what)
         guard.add_work(sum(t.numel() for t in (a, b) if isinstance(t, torch.Tensor)), what)
         return guard.account(_BINOPS[op](a, b), what)
 
@@ -352,9 +359,7 @@ class Runtime:
             if not isinstance(v, torch.Tensor | bool | int | float):
                 raise RewardProgramError(f"comparison {op} is only defined on tensors and numbers, got {type(v).__name__}")
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-            n = _broadcast_numel([a, b])
-            if n is not None:
-                guard.check_size(n, f"comparison {op}")
+            guard.check_broadcast([a, b], f"comparison {op}")
         return guard.account(_COMPARISONS[op](a, b), f"comparison {op}")
 
     def method(self, obj: Any, name: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -439,9 +444,7 @@ class Runtime:
                             raise RewardProgramError(f"{kind}() takes tensors and numbers, got {type(v).__name__}")
                     x = out if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=guard.dtype, device=guard.device)
                     y = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=guard.dtype, device=guard.device)
-                    n = _broadcast_numel([x, y])
-                    if n is not None:
-                        guard.check_size(n, f"{kind}()")
+                    guard.check_broadcast([x, y], f"{kind}()")
                     out = guard.account(pick(x, y), f"{kind}()")
                 return out
 
