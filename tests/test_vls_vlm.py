@@ -229,3 +229,24 @@ def test_config_from_env(tmp_path):
     with pytest.raises(ConfigError, match="TIMEOUT"):
         VLMConfig.from_env({"EMBODIED_STEER_VLM_BASE_URL": "http://h", "EMBODIED_STEER_VLM_MODEL": "m",
                             "EMBODIED_STEER_VLM_TIMEOUT": "soon"})
+
+
+def test_command_line_writes_image_keypoints_and_vlm_program(server, tmp_path, monkeypatch):
+    from embodied_steer.vls.__main__ import main
+
+    server.script = ["lift_program"]
+    monkeypatch.setenv("EMBODIED_STEER_VLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("EMBODIED_STEER_VLM_MODEL", "test-vlm")
+    monkeypatch.setenv("EMBODIED_STEER_VLM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["--task", "Lift", "--seed", "2", "--size", "64", "--out-dir", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert "LIFT = 0.12" in (out / "program.py").read_text()
+    record = json.loads((out / "keypoints.json").read_text())
+    assert [k["name"] for k in record["keypoints"]] == ["cube", "table"]
+    from PIL import Image
+
+    assert Image.open(out / "keypoints.png").size == (64, 64)
+    sent = server.requests[0]["json"]["messages"][1]["content"]
+    assert "lift the red cube" in sent[0]["text"]
+    png = base64.b64decode(sent[1]["image_url"]["url"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
