@@ -291,9 +291,17 @@ def test_reward_program_cannot_be_built_without_the_sandbox():
 
 # --- the probe subprocess -------------------------------------------------------------------------
 
-def test_probe_accepts_a_valid_program_and_reports_a_failing_stage():
+def test_probe_accepts_a_valid_program_and_reports_a_failing_stage(monkeypatch):
+    from embodied_steer.vls import sandbox
+
     good = (DATA / "benign_programs" / "two_stage_lift.py").read_text()
+    monkeypatch.setattr(sandbox, "_PROBED", set())
+    calls = []
+    real = sandbox._probe
+    monkeypatch.setattr(sandbox, "_probe", lambda *a: (calls.append(a), real(*a)))
     assert compile_reward_program(good).num_stages() == 2
+    assert compile_reward_program(good).num_stages() == 2
+    assert len(calls) == 1  # a passed probe is remembered for the same text and limits
     bad = "def stage_1(keypoints, trajectory):\n    return trajectory.sum(dim=(1, 2))\n" \
           "def stage_2(keypoints, trajectory):\n    return keypoints[40].sum() + trajectory[:, 0, 0]\n"
     with pytest.raises(RewardProgramError, match=r"probe inputs.*stage_2"):

@@ -25,6 +25,7 @@ After that the program runs in-process (gradients are needed there), still throu
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -671,7 +672,10 @@ def compile_reward_program(source: str, *, limits: SandboxLimits | None = None) 
         raise RewardProgramError(f"top-level constants failed: {type(exc).__name__}: {exc}") from None
     functions = tuple(namespace[name] for name in stage_names)
     if limits.probe:
-        _probe(source, limits)
+        key = hashlib.sha256(json.dumps([source, _limits_dict(limits)], sort_keys=True).encode()).hexdigest()
+        if key not in _PROBED:  # the same text under the same limits passed before in this process
+            _probe(source, limits)
+            _PROBED.add(key)
     return RewardProgram(source=source, stage_names=stage_names, limits=limits, _functions=functions, _guard=guard)
 
 
@@ -687,6 +691,10 @@ def _assert_rewritten(tree: ast.AST) -> None:
 
 
 # -- probe subprocess ----------------------------------------------------------------------------
+
+#: sha256 of (source, limits) of programs whose probe passed in this process.
+_PROBED: set[str] = set()
+
 
 def _probe(source: str, limits: SandboxLimits) -> None:
     """Run every stage once (forward and backward) on dummy inputs in a resource-limited subprocess."""
