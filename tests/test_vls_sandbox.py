@@ -327,3 +327,16 @@ def test_probe_enforces_cpu_limit():
               "    for i in range(64):\n        a = torch.tanh(a @ a)\n    return trajectory.sum(dim=(1, 2)) + a.sum()\n")
     with pytest.raises(SandboxLimitExceeded, match="SIGXCPU|SIGKILL|CPU"):
         compile_reward_program(source, limits=limits)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_programs_run_on_the_trajectory_device():
+    # torch.zeros / torch.tensor inside the program must follow the trajectory onto the GPU.
+    for name in ("smooth_loop", "two_stage_lift", "weighted_time"):
+        program = compile_reward_program((DATA / "benign_programs" / f"{name}.py").read_text(), limits=NO_PROBE)
+        keypoints, trajectory = _inputs()
+        kp, tr = keypoints.cuda(), trajectory.detach().cuda().requires_grad_(True)
+        for stage in range(program.num_stages()):
+            out = program(stage, kp, tr)
+            assert out.device == tr.device
+            torch.testing.assert_close(out.cpu(), program(stage, keypoints, trajectory).detach())

@@ -236,12 +236,28 @@ class _Checker:
                 or tuple(names) != PARAMETERS:
             self.fail(node, f"signature of '{node.name}'", "must be exactly `(keypoints, trajectory)`: no defaults, "
                                                            "*args, **kwargs or other parameters")
+        for annotation in [arg.annotation for arg in a.args] + [node.returns]:
+            if annotation is not None:
+                self.check_annotation(annotation)
         self.locals = set(PARAMETERS) | self.assigned_names(node.body)
         self.check_body(node.body, 1)
         if not any(isinstance(n, ast.Return) for n in ast.walk(node)):
             self.fail(node, f"function '{node.name}'", "never returns a reward")
         self.stage = None
         return int(match.group(1))
+
+    def check_annotation(self, node: ast.expr) -> None:
+        """Annotations are dropped unevaluated; still, only type names are accepted in them."""
+        cur = node
+        while isinstance(cur, ast.Attribute):
+            self.check_identifier(cur, cur.attr, "attribute")
+            cur = cur.value
+        if isinstance(cur, ast.Name):
+            self.check_identifier(cur, cur.id, "name")
+            return
+        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, str)):
+            return
+        self.fail(node, "annotation", "annotations may only name a type (e.g. torch.Tensor)")
 
     def assigned_names(self, body: list[ast.stmt]) -> set[str]:
         names: set[str] = set()
@@ -298,6 +314,7 @@ class _Checker:
             self.check_operator(node, node.op, node.value)
             self.check_expression(node.value)
         elif isinstance(node, ast.AnnAssign):
+            self.check_annotation(node.annotation)
             self.check_store(node.target)
             if not isinstance(node.target, ast.Name):
                 self.fail(node, "annotated assignment", "can only assign to plain names")
