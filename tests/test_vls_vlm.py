@@ -86,6 +86,7 @@ def server():
 
 
 def _client(server: FakeChatServer, tmp_path: Path, **kwargs) -> VLMClient:
+    kwargs.setdefault("retries", 0)
     return VLMClient(VLMConfig(base_url=server.base_url, model="test-vlm", api_key_env=KEY_ENV,
                                cache_dir=tmp_path / "cache", **kwargs))
 
@@ -175,6 +176,22 @@ def test_endpoint_failures_raise_vlm_errors_and_keep_the_program(server, tmp_pat
         writer.write("lift the red cube", LEGEND, _image())
     assert writer.program is default
     assert not list((tmp_path / "cache").glob("*.json"))  # failures are not cached
+
+
+def test_server_errors_are_retried_with_backoff(server, tmp_path):
+    server.script = ["http_500", "http_500", "lift_program"]
+    client = _client(server, tmp_path, retries=2, retry_backoff_s=0.01)
+    assert "LIFT = 0.12" in client.ask("x")
+    assert len(server.requests) == 3
+    server.requests.clear()
+    server.script = ["http_500"]
+    with pytest.raises(VLMError, match=r"HTTP 500.*after 2 attempt"):
+        _client(server, tmp_path, retries=1, retry_backoff_s=0.01).ask("y")
+    server.requests.clear()
+    server.script = ["http_401"]
+    with pytest.raises(VLMError, match="HTTP 401"):
+        _client(server, tmp_path, retries=3, retry_backoff_s=0.01).ask("z")
+    assert len(server.requests) == 1  # client errors are not retried
 
 
 def test_timeout_raises_a_clear_error(server, tmp_path):
