@@ -170,6 +170,12 @@ def _ref_three_stages_can(stage, kp, tr):
     return -(tr[:, -1, :2] - goal[:2]).norm(dim=-1) - (tr[:, -1, 2] - goal[2]).abs()
 
 
+def _ref_vlm_idioms(stage, kp, tr):
+    target = kp[0].to(tr.dtype) + torch.tensor([0.0, 0.0, 0.05], dtype=tr.dtype)
+    d = (tr - target).norm(dim=-1)
+    return -(0.5 * d.min(dim=1).values + 0.5 * d[:, -1])
+
+
 REFERENCES = {name[5:]: fn for name, fn in globals().items() if name.startswith("_ref_")}
 STAGES = {"two_stage_lift": 2, "three_stages_can": 3}
 

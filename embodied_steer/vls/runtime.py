@@ -79,21 +79,22 @@ TENSOR_METHODS = frozenset({
     "logsumexp", "cumsum", "all", "any", "reshape", "view", "flatten", "squeeze", "unsqueeze",
     "transpose", "permute", "t", "expand", "expand_as", "repeat", "diff", "flip", "softmax", "float",
     "double", "clone", "detach", "dim", "size", "numel", "isfinite", "nan_to_num", "matmul", "dot",
-    "minimum", "maximum", "lerp", "contiguous", "where", "atan2",
+    "minimum", "maximum", "lerp", "contiguous", "where", "atan2", "to", "type_as",
 })
 TENSOR_GROWING_METHODS = frozenset({"repeat", "matmul", "dot"})  # .expand makes a view: checked after
 
 #: attributes readable without a call.
-VALUE_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "values", "indices"})
-_TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT"})
+VALUE_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "values", "indices", "device", "dtype"})
+_TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "device", "dtype"})
 _RESULT_ATTRIBUTES = frozenset({"values", "indices"})
 
 #: plain names a program may call.
 BUILTIN_FUNCTIONS = frozenset({"abs", "min", "max", "sum", "len", "float", "int", "range"})
 
-#: keyword arguments no call may receive (they write into tensors, pick devices or autograd state).
+#: keyword arguments no call may receive (they write into tensors or set autograd / memory state).
+#: ``device=`` is accepted only with the trajectory's own device (checked at run time).
 FORBIDDEN_KEYWORDS = frozenset({
-    "out", "device", "requires_grad", "pin_memory", "layout", "memory_format", "generator", "names",
+    "out", "requires_grad", "pin_memory", "layout", "memory_format", "generator", "names", "copy",
 })
 
 _NUMBER = (bool, int, float)
@@ -218,7 +219,7 @@ def _tensors_in(value: Any) -> Iterable[torch.Tensor]:
 def _check_value(value: Any, what: str, depth: int = 0) -> None:
     """Only tensors, numbers, None, short strings, dtypes, slices and (nested) tuples/lists of them
     may be passed to a guarded operation."""
-    if value is None or value is Ellipsis or isinstance(value, (torch.Tensor, torch.dtype, str, slice) + _NUMBER):
+    if value is None or value is Ellipsis or isinstance(value, (torch.Tensor, torch.dtype, torch.device, str, slice) + _NUMBER):
         return
     if isinstance(value, (tuple, list)) and depth < 4:
         for v in value:
@@ -280,6 +281,8 @@ class Runtime:
             bad = FORBIDDEN_KEYWORDS.intersection(kwargs)
             if bad:
                 raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
+            if "device" in kwargs:
+                _check_device(guard, what, kwargs["device"])
             if short in CREATION or short in ("tensor", "as_tensor"):
                 kwargs.setdefault("device", guard.device)
                 if short in ("zeros", "ones", "eye", "linspace") or _has_float(args):
@@ -377,6 +380,16 @@ class Runtime:
             raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
         if name == "norm":
             _check_norm(what, "norm", (obj, *args), kwargs)
+        if name == "to":
+            for v in (*args, *kwargs.values()):
+                if isinstance(v, (torch.device, str)):
+                    _check_device(guard, what, v)
+                elif not isinstance(v, (torch.dtype, torch.Tensor, bool)):
+                    raise RewardProgramError(f"{what} takes a dtype, the trajectory's device or a tensor")
+                elif isinstance(v, torch.Tensor) and v.device != guard.device and guard.device is not None:
+                    _check_device(guard, what, v.device)
+        if "device" in kwargs:
+            _check_device(guard, what, kwargs["device"])
         fn = getattr(obj, name)
         if name in TENSOR_GROWING_METHODS:
             _precheck_growing(guard, what, name, (obj, *args), kwargs)
@@ -467,6 +480,8 @@ class Runtime:
             def f(x: Any) -> Any:
                 if isinstance(x, torch.Tensor) and x.numel() == 1:
                     x = x.item()
+                if kind is float and isinstance(x, str) and x.lower() in ("inf", "-inf", "+inf", "nan"):
+                    return float(x)
                 if not isinstance(x, _NUMBER):
                     raise RewardProgramError(f"{kind.__name__}() takes a number or a one-element tensor")
                 try:
@@ -497,6 +512,13 @@ class Runtime:
                                                 **{f"math.{k}": v for k, v in MATH_CONSTANTS.items()}}),
         })
         return g
+
+
+def _check_device(guard: Guard, what: str, device: Any) -> None:
+    """``device=`` may only name the device the trajectory is on (``device=trajectory.device``)."""
+    if not isinstance(device, torch.device) or (guard.device is not None and device != guard.device):
+        raise RewardProgramError(f"{what}: device= must be the trajectory's device (write device=trajectory.device), "
+                                 f"got {device!r}")
 
 
 def _check_norm(what: str, dotted: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -161,6 +161,9 @@ class _Checker:
                 self.check_import(node)
             elif isinstance(node, ast.Assign):
                 self.check_module_constant(node)
+            elif isinstance(node, ast.AnnAssign) and node.value is not None and isinstance(node.target, ast.Name):
+                self.check_annotation(node.annotation)
+                self.check_module_constant(ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node))
             elif isinstance(node, ast.FunctionDef):
                 number = self.check_function(node)
                 if number in stages:
