@@ -267,3 +267,13 @@ def test_command_line_writes_image_keypoints_and_vlm_program(server, tmp_path, m
     assert "lift the red cube" in sent[0]["text"]
     png = base64.b64decode(sent[1]["image_url"]["url"].split(",", 1)[1])
     assert Image.open(io.BytesIO(png)).size == (64, 64)
+
+
+def test_probe_uses_the_legend_size(server, tmp_path):
+    # keypoints[3] in a two-keypoint task fails in the probe subprocess; the repair turn says why.
+    server.script = ["keypoint_out_of_range", "lift_program"]
+    writer = ProgramWriter(default_program("Lift"), client=_client(server, tmp_path))
+    program = writer.write("lift the red cube", LEGEND, _image())
+    assert "LIFT = 0.12" in program.source and len(server.requests) == 2
+    repair = server.requests[1]["json"]["messages"][-1]["content"]
+    assert "probe inputs (keypoints (2, 3)" in repair and "index 3" in repair
