@@ -316,7 +316,10 @@ class Runtime:
             for a in args:
                 if not isinstance(a, _NUMBER):
                     raise RewardProgramError(f"math.{name} takes plain numbers; use torch.{name} for tensors")
-            return fn(*args)
+            try:
+                return guard.check_int(fn(*args), f"math.{name}")
+            except (ValueError, OverflowError) as exc:
+                raise RewardProgramError(f"math.{name}: {exc}") from None
 
         return call
 
