@@ -62,6 +62,8 @@ def test_hostile_program_is_refused_and_nothing_escapes(path: Path, tmp_path: Pa
     keypoints, trajectory = _inputs()
     before = trajectory.detach().clone()
     kids = _children()
+    torch_state = (torch.get_default_dtype(), torch.get_num_threads(), torch.is_grad_enabled())
+    cwd_files = set(os.listdir("."))
     start = time.monotonic()
     with pytest.raises(RewardProgramError) as info:
         program = compile_reward_program(source, limits=NO_PROBE)
@@ -72,6 +74,8 @@ def test_hostile_program_is_refused_and_nothing_escapes(path: Path, tmp_path: Pa
     assert not canary.exists()
     assert _children() == kids
     assert torch.equal(trajectory.detach(), before) and trajectory.grad is None
+    assert (torch.get_default_dtype(), torch.get_num_threads(), torch.is_grad_enabled()) == torch_state
+    assert set(os.listdir(".")) == cwd_files
     assert elapsed < 60, "a hostile program ran far longer than any limit allows"  # hang guard, not a speed test
 
 
