@@ -193,9 +193,10 @@ def main() -> int:
             reactions, fz, safety_stats = safety(Path(tmp) / "safety", args.watchdog_trials, args.fuzz)
     t3 = time.time()
     same = sum(a["success"] == b["success"] for a, b in zip(inproc, ros))
+    identical = sum((a["success"], a["steps"]) == (b["success"], b["steps"]) for a, b in zip(inproc, ros))
     out = {"args": vars(args), "in_process": inproc, "ros": ros, "latency": lat, "ros_server_stats": ros_stats,
            "watchdog_reaction_s": reactions, "fuzz": fz, "safety_server_stats": safety_stats,
-           "agreeing_episodes": same, "seconds": {"in_process": t1 - t0, "ros": t2 - t1, "safety": t3 - t2}}
+           "agreeing_episodes": same, "identical_episodes": identical, "seconds": {"in_process": t1 - t0, "ros": t2 - t1, "safety": t3 - t2}}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     if inproc and reactions:
@@ -207,6 +208,7 @@ def main() -> int:
     print(f"| success in-process | {sum(e['success'] for e in inproc)}/{len(inproc)} |")
     print(f"| success through ROS | {sum(e['success'] for e in ros)}/{len(ros)} |")
     print(f"| episodes with the same outcome | {same}/{min(len(inproc), len(ros))} |")
+    print(f"| episodes with the same outcome and length (steps) | {identical}/{min(len(inproc), len(ros))} |")
     if not reactions:
         print(f"| episodes | {len(ros)} |\n\nserver stats (ROS episodes): {ros_stats}")
         return 0

@@ -245,6 +245,12 @@ class ObservationAssembler:
         self.env_state: tuple[int, np.ndarray] | None = None
         self.images: dict[str, tuple[int, np.ndarray]] = {}
 
+    def clear(self) -> None:
+        """Forget every stored message (a new episode must not be answered with the last one's data);
+        the instruction stays."""
+        self.pose = self.gripper = self.env_state = None
+        self.images = {}
+
     def set_pose(self, msg: PoseStamped) -> None:
         self.pose = (stamp_ns(msg.header.stamp), pose_to_array(msg))
 

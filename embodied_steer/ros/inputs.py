@@ -85,8 +85,10 @@ class ObservationInputs:
         self.subscriptions = []
 
     def new_episode(self, ignore_before_ns: int = 0) -> None:
-        """Forget stamp order; with ``ignore_before_ns`` drop messages stamped before the reset."""
+        """Forget the stored messages and the stamp order; with ``ignore_before_ns`` drop messages
+        stamped before the reset that are still in flight."""
         self.order.reset()
+        self.assembler.clear()
         self.ignore_before_ns = max(self.ignore_before_ns, ignore_before_ns)
 
     # ------------------------------------------------------------------ validation

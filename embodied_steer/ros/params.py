@@ -57,6 +57,7 @@ SIM_ARM: dict[str, Any] = {
     "step_mode": "lockstep",
     "control_rate_hz": 20.0,
     "republish_s": 0.25,
+    "refresh_stamp_s": 5.0,
     "command_timeout_s": 0.2,
     "max_linear_step_m": 0.05,
     "max_angular_step_rad": 0.5,

@@ -245,10 +245,10 @@ class PolicyServer(LifecycleNode):
             self.estop.engage("e-stop topic")
             self._hold("e-stop")
 
-    def _new_episode(self) -> None:
+    def _new_episode(self, ignore_before_ns: int = 0) -> None:
         self._queue.clear()
         if self.inputs is not None:
-            self.inputs.new_episode()
+            self.inputs.new_episode(ignore_before_ns)
         self._last_stamp = -1
         if self.policy is not None:
             seed = int(self.p["episode_seed"])
@@ -268,9 +268,10 @@ class PolicyServer(LifecycleNode):
         return res
 
     def _srv_reset(self, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        now = self.get_clock().now().nanoseconds
         if self.inputs is not None:
-            self.inputs.last_reset_ns = self.get_clock().now().nanoseconds
-        self._new_episode()
+            self.inputs.last_reset_ns = now
+        self._new_episode(ignore_before_ns=now)
         res.success, res.message = True, "episode reset"
         return res
 

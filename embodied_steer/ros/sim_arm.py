@@ -12,12 +12,13 @@ and replaced by a zero-motion step.
 ``step_mode``: ``lockstep`` steps once per command whose stamp equals the current observation's
 stamp (the same semantics as the in-process runner, for comparing success rates; the current
 observation is re-published every ``republish_s`` while no command comes: with the same stamp, and
-every ``REFRESH_AFTER``-th time with a fresh one); ``timer`` steps at
+after ``refresh_stamp_s`` unanswered with a fresh one); ``timer`` steps at
 ``control_rate_hz`` with the latest command (zero motion when none arrived within
 ``command_timeout_s``), like a real arm. Runs ``episodes`` episodes (0: forever) seeded
 ``seed + i``, prints an ``EPISODE {json}`` line per episode (also appended to ``results_path``) and
-exits after the last one. In lockstep, when the policy server's ``reset_service`` is available, a new
-episode's first observation is published only after that service answered (no reset/observation race);
+exits after the last one. In lockstep with a ``reset_service``, the first episode starts once that
+service is reachable, and every episode's first observation is published only after it answered
+(no reset/observation race);
 with ``seed_policy`` the arm first sets the server's ``episode_seed`` parameter to the episode's seed,
 so the policy draws the same noise as ``embodied-steer eval`` with the same seeds (parity check).
 """
@@ -43,7 +44,6 @@ from embodied_steer.ros import conversions as cv
 from embodied_steer.ros.node_utils import announce, declare, run_node
 from embodied_steer.ros.params import SIM_ARM as DEFAULTS
 
-REFRESH_AFTER = 4
 """Unanswered re-sends of an observation before it is re-sent with a fresh stamp."""
 
 
@@ -86,11 +86,19 @@ class SimArm(Node):
         self.seed_client = (self.create_client(SetParameters, f"{server}/set_parameters")
                             if self.reset_client is not None and self.p["seed_policy"] and server else None)
         self.unanswered = 0
+        self.refreshed = 0
+        self.late_commands = 0
+        self.last_answered = 0
+        self.stamp_ns = 0
+        self.first_publish = time.monotonic()
         self.last_gripper = -1.0
         self.episode = -1
         self.results: list[dict[str, Any]] = []
         self.finished = False
-        self._start_episode()
+        if self.reset_client is None:
+            self._start_episode()
+        else:  # lockstep with a server: start once its reset (and seed) services are reachable
+            self._start_timer = self.create_timer(0.1, self._start_when_server_ready)
         if self.p["step_mode"] == "timer":
             self.create_timer(1.0 / float(self.p["control_rate_hz"]), self._timer_step)
         elif self.p["step_mode"] == "lockstep":
@@ -104,6 +112,7 @@ class SimArm(Node):
         self.episode += 1
         obs, info = self.env.reset(seed=int(self.p["seed"]) + self.episode)
         self.obs, self.step_count, self.success = obs, 0, bool(info.get("is_success", False))
+        self.refreshed = self.late_commands = 0
         self.ep_start = time.monotonic()
         self.twists.clear()
         self.grippers.clear()
@@ -130,6 +139,14 @@ class SimArm(Node):
         future = self.reset_client.call_async(Trigger.Request())
         future.add_done_callback(lambda _: self._after_reset())
 
+    def _start_when_server_ready(self) -> None:
+        if not self.reset_client.service_is_ready():
+            return
+        if self.seed_client is not None and not self.seed_client.service_is_ready():
+            return
+        self.destroy_timer(self._start_timer)
+        self._start_episode()
+
     def _after_reset(self) -> None:
         self.waiting_reset = False
         self._publish_obs()
@@ -137,7 +154,8 @@ class SimArm(Node):
     def _end_episode(self) -> None:
         result = {"episode": self.episode, "seed": int(self.p["seed"]) + self.episode, "success": self.success,
                   "steps": self.step_count, "seconds": round(time.monotonic() - self.ep_start, 3),
-                  "rejected_commands": self.rejected}
+                  "rejected_commands": self.rejected, "refreshed_stamps": self.refreshed,
+                  "late_commands": self.late_commands}
         self.results.append(result)
         print("EPISODE " + json.dumps(result), flush=True)
         if self.p["results_path"]:
@@ -163,6 +181,7 @@ class SimArm(Node):
     def _publish_obs(self, fresh: bool = True) -> None:
         if fresh:
             self.stamp_ns = self.get_clock().now().nanoseconds
+            self.first_publish = time.monotonic()
         stamp_ns = self.stamp_ns
         self.last_publish = time.monotonic()
         st = cv.to_stamp(stamp_ns)
@@ -180,14 +199,19 @@ class SimArm(Node):
 
     def _maybe_republish(self) -> None:
         """Re-send the unanswered observation with the same stamp (a slow answer then still counts,
-        and the policy server does not see a new step); after ``REFRESH_AFTER`` unanswered re-sends
+        and the policy server does not see a new step); after ``refresh_stamp_s`` without an answer
         use a fresh stamp, so a server that rejected the old stamp (e.g. after a hostile message with
-        a later stamp) can answer again."""
-        if self.waiting_reset:
+        a later stamp) can answer again. The server takes a fresh stamp for a new step, so a refresh
+        while its answer to the old stamp is in flight costs one action: keep ``refresh_stamp_s`` well
+        above the slowest answer (it only matters for recovery)."""
+        if self.waiting_reset or self.episode < 0:
             return
-        if time.monotonic() - self.last_publish >= float(self.p["republish_s"]):
+        now = time.monotonic()
+        if now - self.last_publish >= float(self.p["republish_s"]):
             self.unanswered += 1
-            self._publish_obs(fresh=self.unanswered % REFRESH_AFTER == 0)
+            fresh = now - self.first_publish >= float(self.p["refresh_stamp_s"])
+            self.refreshed += int(fresh)
+            self._publish_obs(fresh=fresh)
 
     # ------------------------------------------------------------------ commands
     def _on_twist(self, msg: TwistStamped) -> None:
@@ -215,10 +239,15 @@ class SimArm(Node):
             self.twists = {k: v for k, v in self.twists.items() if k >= self.stamp_ns}
         if len(self.grippers) > 100:
             self.grippers = {k: v for k, v in self.grippers.items() if k >= self.stamp_ns}
-        if self.p["step_mode"] != "lockstep" or self.finished:
+        if self.p["step_mode"] != "lockstep" or self.finished or self.episode < 0 or self.waiting_reset:
             return
-        if stamp != self.stamp_ns or stamp not in self.twists or stamp not in self.grippers:
+        if stamp != self.stamp_ns:
+            if stamp < self.stamp_ns and stamp in self.twists and stamp in self.grippers and stamp > self.last_answered:
+                self.late_commands += 1  # answers an observation already stepped past (or re-stamped)
             return
+        if stamp not in self.twists or stamp not in self.grippers:
+            return
+        self.last_answered = stamp
         action = self._command(stamp)
         self.unanswered = 0
         self.twists.clear()
