@@ -588,3 +588,70 @@ def test_capture_to_disk_per_layer_and_step(flow, flow_obs, tmp_path):
     assert cap.peak_buffer_bytes <= cap.bytes_written
     with pytest.raises(ConfigError, match="already holds a capture"):
         capture(flow, "vlm.layers.0.mlp", tmp_path / "acts")
+
+
+# ============================================================================= command line
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "lift_diffusion"
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="shipped checkpoint missing")
+def test_cli_steered_eval_runs_and_logs_coefficients(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from embodied_steer.cli import main
+
+    save_file({"vector": torch.full((7,), 0.5)}, str(tmp_path / "shift.safetensors"))
+    out = tmp_path / "run"
+    rc = main(["eval", "policy=lift_diffusion", "steer=eps_shift_late", f"steer.vector_file={tmp_path}/shift.safetensors",
+               "episodes=1", "env.horizon=24", f"output_dir={out}", "torch_threads=1"])
+    assert rc == 0, capsys.readouterr().err
+    hooks = json.loads((out / "steer.json").read_text())["hooks"]
+    assert hooks[0]["module"] == "unet.final_conv" and hooks[0]["steps"] == [5, None]
+    calls = [json.loads(line) for line in (out / "steer.jsonl").read_text().splitlines()]
+    assert len(calls) == 24 // 8 and [c["coefficients"]["add#0"] for c in calls] == [0.0, 0.1, 0.2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["extra"]["steer"][0]["kind"] == "add"
+
+
+def test_cli_steer_errors_up_front(tmp_path, capsys):
+    from embodied_steer.cli import main
+
+    assert main(["eval", "policy=scripted_lift", "steer=clamp_neurons", "steer.neurons=[1]",
+                 f"output_dir={tmp_path}/a"]) == 2
+    assert "steer=clamp_neurons needs the 'activations' intervention point" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["eval", "steer=no_such_steer", f"output_dir={tmp_path}/b"]) == 2
+    assert "available steer options" in capsys.readouterr().err
+
+
+def test_steer_config_parsing(llama, tmp_path):
+    from embodied_steer.steering.config import interventions_from_config
+    from embodied_steer.steering.directions import save_directions
+    from embodied_steer.steering.discovery import save_clusters
+
+    save_clusters(tmp_path / "c.yaml", {"up": {"llm.layers.1.mlp": [3, 4]}})
+    save_directions(tmp_path / "d.safetensors", {"llm.layers.0": torch.ones(64), "llm.layers.1": -torch.ones(64)})
+    save_directions(tmp_path / "u.safetensors", {"u": torch.arange(64.0)})
+    save_directions(tmp_path / "v.safetensors", {"v": torch.ones(64)})
+    cfg = {"name": "t", "interventions": [
+        {"kind": "clamp", "cluster_file": "c.yaml", "cluster": "up",
+         "coefficient": {"kind": "pid", "measure": "state[2]", "target": 0.3, "kp": 2.0, "limits": [0, 5]}},
+        {"kind": "scale", "modules": "llm.layers.0.mlp", "neurons": [1], "coefficient": 2.0, "positions": "last"},
+        {"kind": "add", "modules": "llm.layers.*", "vector_file": "d.safetensors",
+         "coefficient": {"kind": "schedule", "schedule": "cosine", "start": 0, "end": 1, "length": 4}},
+        {"kind": "ablate", "modules": "llm.norm", "vector": [1.0] * 64},
+        {"kind": "rotate", "modules": "llm.norm", "u_file": "u.safetensors", "v_file": "v.safetensors",
+         "coefficient": 0.3, "positions": [0, 1]},
+    ]}
+    interventions = interventions_from_config(cfg, base_dir=tmp_path)
+    with steer(llama, interventions) as handle:
+        values = handle.begin_call(Observation(state=np.zeros(3, np.float32), instruction="x"))
+        llama.act(Observation(state=np.zeros(3, np.float32), instruction="x"))
+    assert values["up"] == pytest.approx(0.6)
+    assert all(v > 0 for v in handle.fired().values())
+    with pytest.raises(ConfigError, match="unknown keys \\['modlues'\\]"):
+        interventions_from_config({"interventions": [{"kind": "clamp", "modlues": "x"}]})
+    with pytest.raises(ConfigError, match="no cluster file"):
+        interventions_from_config({"interventions": [{"kind": "clamp", "cluster_file": "nope.yaml", "cluster": "a"}]})
