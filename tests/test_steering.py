@@ -112,7 +112,7 @@ def test_clamp_and_scale_set_down_proj_inputs(llama, obs):
     assert torch.all(clamped[..., [3, 7]] == 2.5)
     keep = [i for i in range(plain.shape[-1]) if i not in (3, 7)]
     torch.testing.assert_close(clamped[..., keep], plain[..., keep])
-    scaled = down_input(llama, obs, name, [scale(name, [3], 0.0), scale("llm.layers.0.mlp", [7], 3.0)])
+    scaled = down_input(llama, obs, name, [scale(name, [3], 0.0), scale("llm.layers.0.mlp**", [7], 3.0)])
     assert torch.all(scaled[..., 3] == 0)
     torch.testing.assert_close(scaled[..., 7], 3.0 * plain[..., 7])
     torch.testing.assert_close(scaled[..., keep], plain[..., keep])

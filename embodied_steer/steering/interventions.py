@@ -228,6 +228,8 @@ def _compile(policy: SteerablePolicy, intervention: Intervention, index: int) ->
             )
         if kind in NEURON_KINDS:
             target_name, target = down_projection(policy, name)
+            if any(site.module is target for site in sites):
+                continue  # "x.mlp" and "x.mlp.down_proj" are one place: edit it once (scale twice would square)
             neurons = _per_module(intervention.neurons, name, requested[name], "neurons")
             if neurons is None:
                 raise ConfigError(f"{kind} intervention on '{name}' needs neuron indices")
@@ -237,6 +239,8 @@ def _compile(policy: SteerablePolicy, intervention: Intervention, index: int) ->
                                axis=-1, width=width, neurons=_Tensors(idx)))
             continue
         module = modules[name]
+        if any(site.module is module for site in sites):
+            continue  # two names for one module (an adapter alias): one hook
         width = output_width(module)
         axis = feature_axis(module)
         site = _Site(intervention, index, name, module, False, coefficient, positions, steps, axis=axis, width=width)
