@@ -9,11 +9,11 @@ Models (random weights, CPU, one torch thread):
 * the tiny PI0 of ``adapters/tiny.py`` with 4 VLM + 4 expert layers — timed as ``act()`` (one VLM
   prefix pass + 10 flow steps through the expert).
 
-Conditions are measured **side by side in one run**: every repetition runs every condition once, in
-a shuffled order, so that load changes on the machine hit all conditions alike; the ratio is
-median(condition) / median(no intervention), on the thread's CPU time (robust to other processes on
-a shared machine) and on wall-clock time. Hooks are attached before and removed after each
-timed block (not timed).
+Conditions are measured **side by side in one run** as adjacent pairs (one call without, one with
+the hooks, ABBA order) and the median of the paired ratios is reported — on the thread's CPU time
+(robust to other processes on a shared machine) and on wall time — together with the share of the
+call's CPU time spent inside the steering hooks, which does not depend on the load. Hooks are
+attached and removed between the timed calls (not timed).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_steering_overhead.py --json outputs/bench_steering.json
 """
@@ -61,39 +61,75 @@ def clamp_set(policy, pattern: str, layers: int, n: int, *, positions="all"):
     return out
 
 
-def side_by_side(conditions: dict[str, list], run: Callable[[], None], policy, *, reps: int, inner: int,
-                 warmup: int = 3) -> dict[str, dict[str, float]]:
-    """Median time per ``run()`` for each condition, interleaved in shuffled order per repetition.
+def _timed_hooks(handle, spent: list[float]) -> None:
+    """Wrap the handle's hook functions so that the CPU time spent inside them is added to ``spent[0]``."""
+    for site in handle.sites:
+        table = site.module._forward_pre_hooks if site.pre else site.module._forward_hooks  # noqa: SLF001
+        for key, fn in list(table.items()):
+            def timed(*a, _fn=fn):
+                c0 = time.thread_time()
+                try:
+                    return _fn(*a)
+                finally:
+                    spent[0] += time.thread_time() - c0
+            table[key] = timed
 
-    Two clocks: the thread's CPU time (``time.thread_time``; torch runs single-threaded on the
-    calling thread here, so this is the compute actually spent and is far less sensitive to other
-    processes competing for the cores) and wall-clock time.
+
+def side_by_side(conditions: dict[str, list], run: Callable[[], None], policy, *, reps: int,
+                 warmup: int = 3) -> dict[str, dict[str, float]]:
+    """Paired, interleaved timing of each condition against no intervention.
+
+    Every repetition visits the conditions in a shuffled order; for each it times one call without
+    and one call with the condition's hooks, in ABBA order across repetitions (so a load trend
+    cancels), and keeps the ratio of the pair — the two calls are adjacent in time and see the same
+    load. Reported: the median of the paired ratios (CPU time of this thread — torch runs
+    single-threaded on it here, so other processes competing for the cores matter much less — and
+    wall time), and, independently of the load, the share of the call's CPU time spent *inside* the
+    steering hooks (measured by wrapping them), which is the cost the intervention adds.
     """
     cpu: dict[str, list[float]] = {name: [] for name in conditions}
     wall: dict[str, list[float]] = {name: [] for name in conditions}
+    share: dict[str, list[float]] = {name: [] for name in conditions}
+    base_cpu: list[float] = []
     for _ in range(warmup):
         run()
-    order = list(conditions)
+    order = [n for n in conditions if n != "none"]
     rng = random.Random(0)
-    for _ in range(reps):
+
+    def timed_call() -> tuple[float, float]:
+        c0, t0 = time.thread_time(), time.perf_counter()
+        run()
+        return time.thread_time() - c0, time.perf_counter() - t0
+
+    for rep in range(reps):
         rng.shuffle(order)
         for name in order:
-            handle = attach(policy, conditions[name]) if conditions[name] else None
-            try:
-                run()  # one untimed call with the hooks in place
-                c0, t0 = time.thread_time(), time.perf_counter()
-                for _ in range(inner):
-                    run()
-                cpu[name].append((time.thread_time() - c0) / inner)
-                wall[name].append((time.perf_counter() - t0) / inner)
-            finally:
-                if handle is not None:
+            handle = attach(policy, conditions[name])
+            spent = [0.0]
+            _timed_hooks(handle, spent)
+            run()  # warm the hooked path (untimed)
+            handle.remove()
+            pair = {}
+            for steered in ((False, True) if rep % 2 == 0 else (True, False)):
+                if steered:
+                    handle = attach(policy, conditions[name])
+                    spent = [0.0]
+                    _timed_hooks(handle, spent)
+                    pair[True] = timed_call()
                     handle.remove()
-    base_cpu, base_wall = statistics.median(cpu["none"]), statistics.median(wall["none"])
-    return {name: {"cpu_ms": 1e3 * statistics.median(cpu[name]), "cpu_ratio": statistics.median(cpu[name]) / base_cpu,
-                   "wall_ms": 1e3 * statistics.median(wall[name]),
-                   "wall_ratio": statistics.median(wall[name]) / base_wall, "reps": reps}
-            for name in conditions}
+                    share[name].append(spent[0] / pair[True][0])
+                else:
+                    pair[False] = timed_call()
+            cpu[name].append(pair[True][0] / pair[False][0])
+            wall[name].append(pair[True][1] / pair[False][1])
+            base_cpu.append(pair[False][0])
+    rows = {"none": {"cpu_ms": 1e3 * statistics.median(base_cpu), "cpu_ratio": 1.0, "wall_ratio": 1.0,
+                     "hook_share": 0.0, "pairs": len(base_cpu)}}
+    for name in order:
+        rows[name] = {"cpu_ratio": statistics.median(cpu[name]), "wall_ratio": statistics.median(wall[name]),
+                      "hook_share": statistics.median(share[name]), "pairs": reps,
+                      "cpu_ratio_iqr": [float(np.percentile(cpu[name], 25)), float(np.percentile(cpu[name], 75))]}
+    return rows
 
 
 def llama_benchmark(reps: int) -> dict:
@@ -104,7 +140,6 @@ def llama_benchmark(reps: int) -> dict:
     conditions = {
         "none": [],
         "clamp 1 neuron x 1 layer": clamp_set(policy, "llm.layers", 1, 1),
-        "clamp 64 neurons x 1 layer": clamp_set(policy, "llm.layers", 1, 64),
         "clamp 16 neurons x 8 layers": clamp_set(policy, "llm.layers", 8, 16),
         "clamp 64 neurons x 8 layers": clamp_set(policy, "llm.layers", 8, 64),
         "clamp 64 x 8, last position": clamp_set(policy, "llm.layers", 8, 64, positions="last"),
@@ -120,8 +155,8 @@ def llama_benchmark(reps: int) -> dict:
         policy.reset()
         policy.act(obs)
 
-    return {"prefill (128 tokens)": side_by_side(conditions, prefill, policy, reps=2 * reps, inner=3),
-            "act (prefill + 7 decode steps)": side_by_side(conditions, act, policy, reps=reps, inner=2)}
+    return {"prefill (128 tokens)": side_by_side(conditions, prefill, policy, reps=2 * reps),
+            "act (prefill + 7 decode steps)": side_by_side(conditions, act, policy, reps=reps)}
 
 
 def pi0_benchmark(reps: int) -> dict:
@@ -134,8 +169,6 @@ def pi0_benchmark(reps: int) -> dict:
         noise = policy.initial_noise(1, torch.Generator().manual_seed(0))
         conditions = {
             "none": [],
-            "clamp 64 neurons x 4 VLM layers": clamp_set(policy, "vlm.layers", 4, 64),
-            "clamp 64 neurons x 4 expert layers": clamp_set(policy, "expert.layers", 4, 64),
             "clamp 64 neurons x 8 layers (4 VLM + 4 expert)":
                 clamp_set(policy, "vlm.layers", 4, 64) + clamp_set(policy, "expert.layers", 4, 64),
             "clamp 64 x 4 expert layers, steps 5-9":
@@ -145,7 +178,7 @@ def pi0_benchmark(reps: int) -> dict:
         def act():
             policy.act(obs, noise=noise)
 
-        return {"act (1 prefix + 10 flow steps)": side_by_side(conditions, act, policy, reps=reps, inner=2)}
+        return {"act (1 prefix + 10 flow steps)": side_by_side(conditions, act, policy, reps=reps)}
 
 
 def rss_bytes() -> int:
@@ -189,16 +222,22 @@ def capture_benchmark(calls: int) -> dict:
 
 
 def table(title: str, rows: dict[str, dict[str, float]]) -> str:
-    lines = [f"**{title}**", "", "| condition | CPU ms (median) | ratio vs none (CPU) | wall ms (median) | ratio vs none (wall) |",
+    base = rows["none"]
+    lines = [f"**{title}** (no intervention: {base['cpu_ms']:.1f} ms CPU per call, median of {base['pairs']})", "",
+             "| condition | ratio vs none, CPU (median of pairs) | CPU ratio IQR | ratio vs none, wall | time inside hooks |",
              "|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['cpu_ms']:.2f} | {r['cpu_ratio']:.3f}× | {r['wall_ms']:.2f} | {r['wall_ratio']:.3f}× |")
+        if name == "none":
+            continue
+        lo, hi = r["cpu_ratio_iqr"]
+        lines.append(f"| {name} | {r['cpu_ratio']:.3f}× | {lo:.3f}–{hi:.3f} | {r['wall_ratio']:.3f}× | "
+                     f"{100 * r['hook_share']:.2f}% |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=21, help="interleaved repetitions per condition")
+    parser.add_argument("--reps", type=int, default=40, help="paired repetitions per condition")
     parser.add_argument("--capture-calls", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -207,7 +246,7 @@ def main() -> None:
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "load_avg_start": os.getloadavg()}}
     results["llama"] = llama_benchmark(args.reps)
-    results["pi0"] = pi0_benchmark(max(5, args.reps // 2))
+    results["pi0"] = pi0_benchmark(args.reps)
     results["capture"] = capture_benchmark(args.capture_calls)
     results["machine"]["load_avg_end"] = os.getloadavg()
     for model in ("llama", "pi0"):
