@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from embodied_steer.core.policy import InterventionPoint, SteerablePolicy
@@ -32,10 +33,24 @@ def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
     if scale < 0:
         raise ValueError(f"intervention.noise_scale must be >= 0, got {scale}")
     policy.require(InterventionPoint.NOISE, "intervention.noise_scale")
-    generator = torch.Generator().manual_seed(int(settings.get("noise_seed", 0)))
-    shape = policy.noise_spec.shape
+    return ScaledNoiseAct(scale, int(settings.get("noise_seed", 0)), policy.noise_spec.shape)
 
-    def act(p: SteerablePolicy, obs: Observation) -> ActionChunk:
-        return p.act(obs, noise=scale * torch.randn((1, *shape), generator=generator))
 
-    return act
+class ScaledNoiseAct:
+    """Act with ``scale`` × standard-normal initial noise drawn from the act function's own generator.
+
+    The runner calls :meth:`reset` with each episode's seed, which re-seeds the generator from
+    ``(noise_seed, episode seed)``: an episode's noise then depends on nothing run before it, so a
+    resumed or distributed evaluation gives the same episodes as one uninterrupted run.
+    """
+
+    def __init__(self, scale: float, noise_seed: int, shape: tuple[int, ...]) -> None:
+        self.scale, self.noise_seed, self.shape = scale, noise_seed, tuple(shape)
+        self.generator = torch.Generator().manual_seed(noise_seed)
+
+    def reset(self, seed: int) -> None:
+        mixed = np.random.SeedSequence([self.noise_seed, int(seed)]).generate_state(1, np.uint64)[0]
+        self.generator.manual_seed(int(mixed))
+
+    def __call__(self, p: SteerablePolicy, obs: Observation) -> ActionChunk:
+        return p.act(obs, noise=self.scale * torch.randn((1, *self.shape), generator=self.generator))
