@@ -1,8 +1,10 @@
-"""``embodied-steer`` command line: ``eval``, ``record`` and ``train``, configured with Hydra.
+"""``embodied-steer`` command line: ``eval``, ``sweep``, ``record`` and ``train``, configured with Hydra.
 
 Usage::
 
     embodied-steer eval env=lift policy=lift_diffusion episodes=50 seed=1000
+    embodied-steer eval executor.kind=ray executor.workers=2   # the same, episodes on Ray workers
+    embodied-steer sweep grid.intervention.noise_scale=[1.0,0.5] episodes=20 output_dir=outputs/sweep/noise
     embodied-steer eval --cfg                  # print the composed config and exit
     embodied-steer record env=lift policy=scripted_lift episodes=50
     embodied-steer train dataset_root=data/lift_demos steps=2000
@@ -28,7 +30,7 @@ from embodied_steer import catalog
 from embodied_steer.core.errors import ConfigError, SteerError
 
 log = logging.getLogger("embodied_steer")
-COMMANDS = ("eval", "record", "train", "list")
+COMMANDS = ("eval", "sweep", "record", "train", "list")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -106,6 +108,8 @@ def cmd_eval(cfg: DictConfig) -> int:
     from embodied_steer.eval.interventions import make_act_fn
     from embodied_steer.eval.runner import evaluate
 
+    if cfg.get("executor") is not None and cfg.executor.kind != "inprocess":
+        return cmd_eval_distributed(cfg)
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     env = instantiate_env(cfg.env, fast_render=cfg.fast_render)
@@ -140,6 +144,37 @@ def cmd_eval(cfg: DictConfig) -> int:
               f"(estimate {assist['estimate_ms_median']:.1f} ms, sampling {assist['sample_ms_median']:.1f} ms median)")
     print(f"results: {out}")
     env.close()
+    return 0
+
+
+def cmd_eval_distributed(cfg: DictConfig) -> int:
+    """``eval`` with ``executor.kind=ray``: the same results folder, episodes on Ray workers."""
+    from embodied_steer.distributed import ExecutorSettings, WorkerPool, ray_session
+    from embodied_steer.eval.cells import EvalCell
+
+    settings = ExecutorSettings.from_config(OmegaConf.to_container(cfg.executor, resolve=True))
+    env_name = cfg.env.get("name") or "env"
+    out = Path(cfg.output_dir or f"outputs/eval/{env_name}-{cfg.policy.get('name') or 'policy'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    cell = EvalCell.from_config(cfg, out)
+    with ray_session(settings), WorkerPool(settings.workers, torch_threads=settings.torch_threads,
+                                           max_attempts=settings.max_attempts) as pool:
+        report = pool.run([cell], resume=bool(cfg.resume))
+    print(report.summaries[cell.name].table())
+    print(f"ray: {report.executed} episodes run on {settings.workers} workers in {report.seconds:.1f} s "
+          f"({report.resumed} resumed, {report.retried} retried after {report.worker_deaths} worker deaths)")
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_sweep(cfg: DictConfig) -> int:
+    from embodied_steer.eval.sweep import format_table, run_sweep
+
+    rows, counts = run_sweep(cfg)
+    print(format_table(rows))
+    if counts["executor"] == "ray":
+        print(f"ray: {counts['executed']} episodes run, {counts['resumed']} resumed, {counts['retried']} retried "
+              f"after {counts['worker_deaths']} worker deaths, in {counts['seconds']:.1f} s")
+    print(f"results: {counts['output_dir']} (summary.md, sweep.png, settings/, one folder per cell)")
     return 0
 
 
@@ -223,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if show:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        return {"eval": cmd_eval, "record": cmd_record, "train": cmd_train}[command](cfg)
+        return {"eval": cmd_eval, "sweep": cmd_sweep, "record": cmd_record, "train": cmd_train}[command](cfg)
     except SteerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
