@@ -244,3 +244,22 @@ def test_run_rollouts_returns_transitions_equal_to_in_process_episodes(ray_pool)
     env.close()
     assert (local.steps, local.reward) == (rollouts[1].result.steps, rollouts[1].result.reward)
     np.testing.assert_allclose(rollouts[1].rewards.sum(), local.reward, rtol=1e-6)
+
+
+def test_noise_intervention_noise_depends_only_on_the_episode_seed():
+    """What makes distributed and resumed noise-scale runs equal: reset(seed) restarts the stream."""
+    import torch
+
+    from embodied_steer.eval.interventions import ScaledNoiseAct
+
+    a, b = ScaledNoiseAct(0.5, noise_seed=3, shape=(4, 2)), ScaledNoiseAct(0.5, noise_seed=3, shape=(4, 2))
+    torch.randn(10, generator=b.generator)  # b has run other episodes before
+    a.reset(1001)
+    b.reset(1001)
+    first = torch.randn(8, generator=a.generator)
+    assert torch.equal(first, torch.randn(8, generator=b.generator))
+    a.reset(1002)
+    assert not torch.equal(first, torch.randn(8, generator=a.generator))
+    c = ScaledNoiseAct(0.5, noise_seed=4, shape=(4, 2))
+    c.reset(1001)
+    assert not torch.equal(first, torch.randn(8, generator=c.generator))

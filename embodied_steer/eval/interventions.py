@@ -21,7 +21,8 @@ def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
 
     ``noise_scale`` (float, default 1.0): multiply the sampler's standard-normal initial noise by
     this factor (< 1 concentrates samples on the mode, 0 is the deterministic mean path of DDIM /
-    the flow ODE). Uses the ``NOISE`` intervention point, seeded by ``noise_seed``.
+    the flow ODE). Uses the ``NOISE`` intervention point; the noise of an episode is seeded by
+    ``(noise_seed, episode seed)`` (see :class:`ScaledNoiseAct`).
     """
     known = {"noise_scale", "noise_seed"}
     unknown = set(settings) - known
