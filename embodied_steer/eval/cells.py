@@ -85,7 +85,7 @@ def _comparable(config_yaml: str) -> dict[str, Any]:
     import yaml
 
     data = yaml.safe_load(config_yaml) or {}
-    for key in ("resume", "output_dir", "executor", "torch_threads"):
+    for key in ("resume", "output_dir", "executor", "torch_threads", "episodes"):  # more episodes extend a run
         data.pop(key, None)
     return data
 

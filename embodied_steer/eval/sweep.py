@@ -195,7 +195,7 @@ def _plot_settings(rows: list[SettingRow], path: Path) -> None:
     err = [[r.success_rate - r.ci95[0] for r in rows], [r.ci95[1] - r.success_rate for r in rows]]
     ax.bar(x, rates, yerr=err, capsize=4, color="tab:blue", alpha=0.8)
     for i, r in enumerate(rows):
-        ax.text(i, 0.02, f"{r.successes}/{r.episodes}", ha="center", fontsize=8, color="white")
+        ax.text(i + 0.05, r.success_rate + 0.02, f"{r.successes}/{r.episodes}", ha="left", fontsize=8)
     ax.set_xticks(list(x), [r.setting for r in rows], rotation=30, ha="right", fontsize=7)
     ax.set(ylim=(0, 1), ylabel="success rate (95% CI, Wilson)", title="sweep")
     fig.tight_layout()
