@@ -257,6 +257,9 @@ class WorkerPool:
     def _on_worker_death(self, slot, actor, task, exc, pending, load, current, report, record) -> None:
         import ray
 
+        if "creation task" in str(exc):  # the worker cannot even start there: retrying would not help
+            raise DistributedError(f"a Ray worker could not start: {exc}") from None
+
         if self.actors[slot] is actor:  # first news of this death: replace the actor in its slot
             report.worker_deaths += 1
             log.warning("worker %d died (%s); starting a new one", slot, type(exc).__name__)
