@@ -1,9 +1,12 @@
-"""``embodied-steer`` command line: ``eval``, ``record`` and ``train``, configured with Hydra.
+"""``embodied-steer`` command line: ``eval``, ``sweep``, ``record`` and ``train``, configured with Hydra.
 
 Usage::
 
     embodied-steer eval env=lift policy=lift_diffusion episodes=50 seed=1000
     embodied-steer eval policy=lift_diffusion steer=eps_shift_late steer.vector_file=shift.safetensors
+
+    embodied-steer eval executor.kind=ray executor.workers=2   # the same, episodes on Ray workers
+    embodied-steer sweep grid.intervention.noise_scale=[1.0,0.5] episodes=20 output_dir=outputs/sweep/noise
     embodied-steer eval --cfg                  # print the composed config and exit
     embodied-steer record env=lift policy=scripted_lift episodes=50
     embodied-steer train dataset_root=data/lift_demos steps=2000
@@ -29,7 +32,7 @@ from embodied_steer import catalog
 from embodied_steer.core.errors import ConfigError, SteerError
 
 log = logging.getLogger("embodied_steer")
-COMMANDS = ("eval", "record", "train", "list")
+COMMANDS = ("eval", "sweep", "record", "train", "list")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -104,6 +107,8 @@ def _unwrap(exc: Exception, context: str) -> Exception:
 def cmd_eval(cfg: DictConfig) -> int:
     import torch
 
+    if cfg.get("executor") is not None and cfg.executor.kind != "inprocess":
+        return cmd_eval_distributed(cfg)
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     env = instantiate_env(cfg.env, fast_render=cfg.fast_render)
@@ -180,6 +185,36 @@ def _attach_steering(cfg: DictConfig, policy):
         log.info("steering %s: %d hooks on %d interventions", settings.get("name"), len(handle.sites),
                  len(handle.interventions))
     return handle
+
+def cmd_eval_distributed(cfg: DictConfig) -> int:
+    """``eval`` with ``executor.kind=ray``: the same results folder, episodes on Ray workers."""
+    from embodied_steer.distributed import ExecutorSettings, WorkerPool, ray_session
+    from embodied_steer.eval.cells import EvalCell
+
+    settings = ExecutorSettings.from_config(OmegaConf.to_container(cfg.executor, resolve=True))
+    env_name = cfg.env.get("name") or "env"
+    out = Path(cfg.output_dir or f"outputs/eval/{env_name}-{cfg.policy.get('name') or 'policy'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    cell = EvalCell.from_config(cfg, out)
+    with ray_session(settings), WorkerPool(settings.workers, torch_threads=settings.torch_threads,
+                                           max_attempts=settings.max_attempts) as pool:
+        report = pool.run([cell], resume=bool(cfg.resume))
+    print(report.summaries[cell.name].table())
+    print(f"ray: {report.executed} episodes run on {settings.workers} workers in {report.seconds:.1f} s "
+          f"({report.resumed} resumed, {report.retried} retried after {report.worker_deaths} worker deaths)")
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_sweep(cfg: DictConfig) -> int:
+    from embodied_steer.eval.sweep import format_table, run_sweep
+
+    rows, counts = run_sweep(cfg)
+    print(format_table(rows))
+    if counts["executor"] == "ray":
+        print(f"ray: {counts['executed']} episodes run, {counts['resumed']} resumed, {counts['retried']} retried "
+              f"after {counts['worker_deaths']} worker deaths, in {counts['seconds']:.1f} s")
+    print(f"results: {counts['output_dir']} (summary.md, sweep.png, settings/, one folder per cell)")
+    return 0
 
 
 def _check_compatible(env, policy) -> None:
@@ -262,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if show:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        return {"eval": cmd_eval, "record": cmd_record, "train": cmd_train}[command](cfg)
+        return {"eval": cmd_eval, "sweep": cmd_sweep, "record": cmd_record, "train": cmd_train}[command](cfg)
     except SteerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

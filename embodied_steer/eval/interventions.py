@@ -10,11 +10,12 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from embodied_steer.core.policy import InterventionPoint, SteerablePolicy
 from embodied_steer.core.types import ActionChunk, Observation
-from embodied_steer.eval.runner import ActFn, default_act
+from embodied_steer.eval.runner import ActFn, default_act, reset_act
 
 
 def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
@@ -22,7 +23,8 @@ def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
 
     ``noise_scale`` (float, default 1.0): multiply the sampler's standard-normal initial noise by
     this factor (< 1 concentrates samples on the mode, 0 is the deterministic mean path of DDIM /
-    the flow ODE). Uses the ``NOISE`` intervention point, seeded by ``noise_seed``.
+    the flow ODE). Uses the ``NOISE`` intervention point; the noise of an episode is seeded by
+    ``(noise_seed, episode seed)`` (see :class:`ScaledNoiseAct`).
     """
     known = {"noise_scale", "noise_seed"}
     unknown = set(settings) - known
@@ -34,13 +36,7 @@ def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
     if scale < 0:
         raise ValueError(f"intervention.noise_scale must be >= 0, got {scale}")
     policy.require(InterventionPoint.NOISE, "intervention.noise_scale")
-    generator = torch.Generator().manual_seed(int(settings.get("noise_seed", 0)))
-    shape = policy.noise_spec.shape
-
-    def act(p: SteerablePolicy, obs: Observation) -> ActionChunk:
-        return p.act(obs, noise=scale * torch.randn((1, *shape), generator=generator))
-
-    return act
+    return ScaledNoiseAct(scale, int(settings.get("noise_seed", 0)), policy.noise_spec.shape)
 
 
 def steered_act(handle: Any, act: ActFn = default_act, log_path: str | Path | None = None) -> ActFn:
@@ -66,4 +62,25 @@ def steered_act(handle: Any, act: ActFn = default_act, log_path: str | Path | No
         return act(policy, obs)
 
     act_steered.close = sink.close if sink is not None else (lambda: None)  # type: ignore[attr-defined]
+    act_steered.reset = lambda seed: reset_act(act, seed)  # type: ignore[attr-defined]
     return act_steered
+
+
+class ScaledNoiseAct:
+    """Act with ``scale`` × standard-normal initial noise drawn from the act function's own generator.
+
+    The runner calls :meth:`reset` with each episode's seed, which re-seeds the generator from
+    ``(noise_seed, episode seed)``: an episode's noise then depends on nothing run before it, so a
+    resumed or distributed evaluation gives the same episodes as one uninterrupted run.
+    """
+
+    def __init__(self, scale: float, noise_seed: int, shape: tuple[int, ...]) -> None:
+        self.scale, self.noise_seed, self.shape = scale, noise_seed, tuple(shape)
+        self.generator = torch.Generator().manual_seed(noise_seed)
+
+    def reset(self, seed: int) -> None:
+        mixed = np.random.SeedSequence([self.noise_seed, int(seed)]).generate_state(1, np.uint64)[0]
+        self.generator.manual_seed(int(mixed))
+
+    def __call__(self, p: SteerablePolicy, obs: Observation) -> ActionChunk:
+        return p.act(obs, noise=self.scale * torch.randn((1, *self.shape), generator=self.generator))

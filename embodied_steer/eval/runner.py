@@ -1,8 +1,11 @@
 """Roll out a policy in an environment for N seeded episodes and keep every result.
 
-Each finished episode is appended to ``episodes.jsonl`` at once (and flushed), so a crash or an
-interruption never loses the episodes already run; ``resume=True`` skips the episodes a previous
-run of the same folder finished. A crash *inside* an episode (a policy that produced NaN, an
+Each finished episode is appended to ``episodes.jsonl`` at once (one whole line per write, flushed
+to disk), so a crash or an interruption never loses the episodes already run; ``resume=True`` skips
+the episodes a previous run of the same folder finished. Reading the folder back
+(:func:`read_results`) keeps the first record of each episode id and drops a torn last line, so
+every episode counts once. The distributed evaluator (:mod:`embodied_steer.distributed`) writes the
+same folder through the same functions. A crash *inside* an episode (a policy that produced NaN, an
 observation of the wrong shape, a simulator error) is recorded as that episode's result with
 ``status="crashed"`` and the error message, and the evaluation goes on.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -33,6 +37,18 @@ ActFn = Callable[[SteerablePolicy, Observation], ActionChunk]
 
 def default_act(policy: SteerablePolicy, obs: Observation) -> ActionChunk:
     return policy.act(obs)
+
+
+def reset_act(act: ActFn, seed: int) -> None:
+    """Start an episode for an act function that keeps its own random stream.
+
+    An act function may have a ``reset(seed)`` method (e.g. the noise-scale intervention, which
+    draws its own noise); the runner calls it with the episode seed right after ``policy.reset``,
+    so an episode's actions depend only on its own seed, wherever and in whatever order it runs.
+    """
+    reset = getattr(act, "reset", None)
+    if callable(reset):
+        reset(seed)
 
 
 @dataclass
@@ -113,6 +129,8 @@ def run_episode(
     dt = 1.0 / env.spec_info.control_hz
     obs_dict, info = env.reset(seed=seed)
     policy.reset(seed=seed if reseed_policy else None)
+    if reseed_policy:
+        reset_act(act, seed)
     start = time.perf_counter()
     infer = 0.0
     total_reward = 0.0
@@ -145,6 +163,103 @@ def run_episode(
     )
 
 
+def run_episode_safely(env, policy: SteerablePolicy, *, episode: int, seed: int, **kwargs: Any) -> EpisodeResult:
+    """:func:`run_episode`, with an exception inside the episode recorded as a crashed result."""
+    try:
+        return run_episode(env, policy, episode=episode, seed=seed, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a crashed episode is a result, not the end of the run
+        log.warning("episode %d crashed: %s", episode, exc)
+        log.debug("traceback:\n%s", traceback.format_exc())
+        return EpisodeResult(episode=episode, seed=seed, success=False, steps=0, reward=0.0, seconds=0.0,
+                             inference_seconds=0.0, status="crashed", error=f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------- results folder
+def read_results(path: str | Path) -> dict[int, EpisodeResult]:
+    """Episode id → result from an ``episodes.jsonl``; missing file: ``{}``.
+
+    The first record of an episode id wins (a duplicate can only be a second copy of a finished
+    episode); a line that does not parse (a write torn by a crash) is skipped with a warning.
+    """
+    path = Path(path)
+    done: dict[int, EpisodeResult] = {}
+    if not path.exists():
+        return done
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = EpisodeResult(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as exc:
+            log.warning("%s:%d: skipping unreadable record (%s)", path, number, exc)
+            continue
+        done.setdefault(rec.episode, rec)
+    return done
+
+
+def rewrite_results(path: str | Path, results: list[EpisodeResult]) -> None:
+    """Replace ``episodes.jsonl`` with ``results`` in one atomic rename (clean lines, no duplicates)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(asdict(r)) + "\n" for r in results))
+    os.replace(tmp, path)
+
+
+class ResultSink:
+    """Appends results to ``episodes.jsonl``: one ``write`` of a whole line each, then fsync.
+
+    A crash can at worst leave one torn last line, which :func:`read_results` skips.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, result: EpisodeResult) -> None:
+        os.write(self._fd, (json.dumps(asdict(result)) + "\n").encode())
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "ResultSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare_results(out: Path, *, resume: bool) -> dict[int, EpisodeResult]:
+    """Make ``out`` ready for appending; with ``resume``, return the episodes already finished."""
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "episodes.jsonl"
+    done: dict[int, EpisodeResult] = {}
+    if resume and records_path.exists():
+        done = read_results(records_path)
+        rewrite_results(records_path, [done[i] for i in sorted(done)])
+        log.info("resuming: %d episodes already finished in %s", len(done), out)
+    elif records_path.exists():
+        records_path.unlink()
+    return done
+
+
+def finish_results(out: Path, results: list[EpisodeResult], *, env: str, policy: str,
+                   render_settings: dict[str, Any], extra: dict[str, Any]) -> EvalSummary:
+    """Write ``episodes.csv``, ``summary.json`` and ``plot.png`` for ``results``; return the summary."""
+    results = sorted(results, key=lambda r: r.episode)
+    summary = summarize(results, env=env, policy=policy, render_settings=render_settings, extra=extra)
+    _write_csv(out / "episodes.csv", results)
+    (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    from embodied_steer.eval.plots import plot_episodes
+
+    plot_episodes(results, out / "plot.png", title=f"{summary.policy} on {summary.env}")
+    return summary
+
+
 def _frame(obs: Observation) -> np.ndarray | None:
     if not obs.images:
         return None
@@ -173,57 +288,30 @@ def evaluate(
     every ``video_every``-th episode (needs an environment with cameras).
     """
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    records_path = out / "episodes.jsonl"
-    done: dict[int, EpisodeResult] = {}
-    if resume and records_path.exists():
-        for line in records_path.read_text().splitlines():
-            if line.strip():
-                rec = EpisodeResult(**json.loads(line))
-                done[rec.episode] = rec
-        log.info("resuming: %d episodes already finished in %s", len(done), out)
-    elif records_path.exists():
-        records_path.unlink()
     if video_every and not env.observation_space.spaces.get("pixels"):
         raise ValueError("videos need an environment that renders cameras (e.g. env.cameras=[agentview])")
+    done = prepare_results(out, resume=resume)
 
     results: list[EpisodeResult] = [done[i] for i in sorted(done) if i < episodes]
     bar = tqdm(total=episodes, initial=len(results), desc=f"eval {policy.info.name} on {env.spec_info.name}",
                unit="ep", mininterval=2)
-    with open(records_path, "a") as sink:
+    with ResultSink(out / "episodes.jsonl") as sink:
         for i in range(episodes):
             if i in done:
                 continue
             want_video = bool(video_every) and i % video_every == 0
             frames: list[np.ndarray] | None = [] if want_video else None
-            try:
-                result = run_episode(env, policy, episode=i, seed=seed + i, max_steps=max_steps,
-                                     execute_steps=execute_steps, act=act, frames=frames)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # a crashed episode is a result, not the end of the run
-                log.warning("episode %d crashed: %s", i, exc)
-                result = EpisodeResult(episode=i, seed=seed + i, success=False, steps=0, reward=0.0, seconds=0.0,
-                                       inference_seconds=0.0, status="crashed",
-                                       error=f"{type(exc).__name__}: {exc}")
-                log.debug("traceback:\n%s", traceback.format_exc())
+            result = run_episode_safely(env, policy, episode=i, seed=seed + i, max_steps=max_steps,
+                                        execute_steps=execute_steps, act=act, frames=frames)
             if frames:
                 result.video = str(_write_video(out / "videos" / f"episode_{i:04d}.mp4", frames, video_fps))
             results.append(result)
-            sink.write(json.dumps(asdict(result)) + "\n")
-            sink.flush()
+            sink.append(result)
             bar.update(1)
             bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
     bar.close()
-
-    summary = summarize(results, env=env.spec_info.name, policy=policy.info.name,
-                        render_settings=env.render_settings.as_dict(), extra=extra or {})
-    _write_csv(out / "episodes.csv", results)
-    (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
-    from embodied_steer.eval.plots import plot_episodes
-
-    plot_episodes(results, out / "plot.png", title=f"{summary.policy} on {summary.env}")
-    return summary
+    return finish_results(out, results, env=env.spec_info.name, policy=policy.info.name,
+                          render_settings=env.render_settings.as_dict(), extra=extra or {})
 
 
 def summarize(results: list[EpisodeResult], *, env: str, policy: str, render_settings: dict[str, Any],

@@ -30,6 +30,7 @@ import numpy as np
 
 from embodied_steer.core.policy import InterventionPoint, SteerablePolicy
 from embodied_steer.core.types import ActionChunk, Observation
+from embodied_steer.eval.runner import reset_act
 from embodied_steer.realm.entropy import EntropyInputError, EntropyLimits
 from embodied_steer.realm.modes import Assessment, AssistConfig, Mode, Recommender, assess
 
@@ -189,6 +190,7 @@ class AssistanceMonitor:
             self.query_history(obs.timestamp)
             return chunk
 
+        monitored.reset = lambda seed: reset_act(act, seed)  # type: ignore[attr-defined]
         return monitored
 
     def summary(self) -> dict[str, Any]:

@@ -79,6 +79,11 @@ class RobosuiteEnv(gym.Env):
         instruction: the language instruction (defaults to a per-task sentence).
         name: the catalogue name used in results.
         env_kwargs: extra keyword arguments for ``robosuite.make``.
+        model_seed: seeds NumPy's global generator while the model is built (then restores it):
+            some tasks randomise their model at construction — Lift draws its cube's size — so
+            without it two processes build different cubes and the same episode seed gives
+            different episodes (a distributed evaluation would not equal an in-process one).
+            ``None`` leaves the generator alone.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -99,6 +104,7 @@ class RobosuiteEnv(gym.Env):
         name: str | None = None,
         env_kwargs: dict[str, Any] | None = None,
         render_mode: str | None = "rgb_array",
+        model_seed: int | None = 0,
     ) -> None:
         robosuite, load_controller_config = _import_robosuite()
         if task not in robosuite.ALL_ENVIRONMENTS:
@@ -116,23 +122,29 @@ class RobosuiteEnv(gym.Env):
         self.instruction = instruction if instruction is not None else TASK_INSTRUCTIONS.get(task, task)
         self.render_mode = render_mode
         use_cameras = bool(self._cameras)
-        self._env = robosuite.make(
-            task,
-            robots=robot,
-            controller_configs=controller_cfg,
-            has_renderer=False,
-            has_offscreen_renderer=use_cameras,
-            use_camera_obs=use_cameras,
-            camera_names=list(self._cameras) if use_cameras else "agentview",
-            camera_heights=height,
-            camera_widths=width,
-            reward_shaping=False,
-            control_freq=control_freq,
-            horizon=self.horizon + 1,  # truncation is ours; never let robosuite end the episode
-            ignore_done=True,
-            hard_reset=False,
-            **(env_kwargs or {}),
-        )
+        saved = np.random.get_state()
+        if model_seed is not None:
+            np.random.seed(int(model_seed))
+        try:
+            self._env = robosuite.make(
+                task,
+                robots=robot,
+                controller_configs=controller_cfg,
+                has_renderer=False,
+                has_offscreen_renderer=use_cameras,
+                use_camera_obs=use_cameras,
+                camera_names=list(self._cameras) if use_cameras else "agentview",
+                camera_heights=height,
+                camera_widths=width,
+                reward_shaping=False,
+                control_freq=control_freq,
+                horizon=self.horizon + 1,  # truncation is ours; never let robosuite end the episode
+                ignore_done=True,
+                hard_reset=False,
+                **(env_kwargs or {}),
+            )
+        finally:
+            np.random.set_state(saved)
         if use_cameras:
             apply_render_quality(self._env.sim, self.render_settings, self._env.render_gpu_device_id)
 
