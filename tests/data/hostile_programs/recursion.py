@@ -1,0 +1,4 @@
+# attack: a stage calling itself
+# rejected-because: stage_1
+def stage_1(keypoints, trajectory):
+    return stage_1(keypoints, trajectory)
