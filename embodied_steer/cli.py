@@ -3,6 +3,7 @@
 Usage::
 
     embodied-steer eval env=lift policy=lift_diffusion episodes=50 seed=1000
+    embodied-steer eval env=lift_ood policy=lift_diffusion guide=vls    # reward-guided sampling (VLS)
     embodied-steer eval --cfg                  # print the composed config and exit
     embodied-steer record env=lift policy=scripted_lift episodes=50
     embodied-steer train dataset_root=data/lift_demos steps=2000
@@ -114,7 +115,12 @@ def cmd_eval(cfg: DictConfig) -> int:
     out = Path(cfg.output_dir or f"outputs/eval/{env.spec_info.name}-{policy.info.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    act = make_act_fn(cfg.intervention, policy)
+    guide = cfg.get("guide")
+    try:
+        act = make_act_fn(cfg.intervention, policy, env=env,
+                          guide=None if guide is None else OmegaConf.to_container(guide, resolve=True))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     monitor = None
     if cfg.get("assist") is not None:
         from embodied_steer.realm.monitor import monitor_from_settings
@@ -129,7 +135,8 @@ def cmd_eval(cfg: DictConfig) -> int:
         env, policy, episodes=int(cfg.episodes), seed=int(cfg.seed), output_dir=out,
         max_steps=cfg.max_steps, execute_steps=cfg.execute_steps, act=act,
         video_every=int(cfg.video.every), video_fps=int(cfg.video.fps), resume=bool(cfg.resume),
-        extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra)},
+        extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
+               "guide": None if guide is None else OmegaConf.to_container(guide, resolve=True)},
     )
     print(summary.table())
     if monitor is not None:

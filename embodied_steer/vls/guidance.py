@@ -78,6 +78,7 @@ class GuidanceConfig:
         select: ``"best"`` — execute the particle with the highest final reward — or ``"first"``.
         schedule: guidance strength as a function of stage progress.
         stage_thresholds: reward at which each stage is done (one value: the same for all).
+        stage_dwell: consecutive chunks a threshold must hold before the stage switches.
         clip_aware: re-derive ε from the clipped guided x̂0 for samplers that clip x̂0.
         seed: seed of the resampling generator (re-seeded per episode with the episode seed).
     """
@@ -95,6 +96,7 @@ class GuidanceConfig:
     select: Literal["best", "first"] = "best"
     schedule: GuidanceSchedule = field(default_factory=GuidanceSchedule)
     stage_thresholds: tuple[float, ...] = (0.0,)
+    stage_dwell: int = 1
     clip_aware: bool = True
     seed: int = 0
 
@@ -192,7 +194,7 @@ class GuidedSampler:
         if num_stages is None:
             counter = getattr(reward, "num_stages", None)
             num_stages = int(counter()) if callable(counter) else 1
-        self.tracker = StageTracker(num_stages, self.config.stage_thresholds)
+        self.tracker = StageTracker(num_stages, self.config.stage_thresholds, self.config.stage_dwell)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.fallbacks = 0
         """Chunks sampled unguided because the reward failed (whole run)."""

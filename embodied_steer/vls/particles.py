@@ -125,6 +125,10 @@ class FeynmanKac:
         After a resampling, the reward history follows the particles and the weights are uniform.
         """
         self.log_weights = self.log_weights + self.log_potential(rewards)
+        return self.maybe_resample(index)
+
+    def maybe_resample(self, index: int) -> torch.Tensor | None:
+        """Resample if the current weights' ESS is below the threshold; return indices or ``None``."""
         ess = effective_sample_size(self.log_weights)
         self.ess_history.append(ess)
         if ess >= self.ess_threshold * self.num_particles or self.num_particles < 2:

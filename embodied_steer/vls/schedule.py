@@ -3,8 +3,9 @@
 Per chunk, the guided sampler evaluates the current stage's reward at the end effector's *actual*
 position (a one-point trajectory) and hands it to a :class:`StageTracker`:
 
-* stage switching: when the reward reaches the stage's threshold, the tracker moves on to the next
-  stage (never back); the last stage is kept to the end of the episode;
+* stage switching: when the reward has reached the stage's threshold for ``dwell`` consecutive
+  chunks, the tracker moves on to the next stage (never back); the last stage is kept to the end
+  of the episode;
 * progress: ``p = (r - r_start) / (threshold - r_start)`` clipped to [0, 1], where ``r_start`` is
   the reward when the stage began;
 * strength: :class:`GuidanceSchedule` turns progress into a factor on λ, e.g. the sigmoid
@@ -62,25 +63,32 @@ class StageTracker:
     Args:
         num_stages: stages of the program (``stage_1`` … ``stage_n``; tracked here as 0 … n-1).
         thresholds: per stage, the reward at which the stage counts as done (one value applies to
-            every stage). Reaching it moves to the next stage; for the last stage it only defines
+            every stage; entries beyond the program's stages are ignored). Reaching it moves to the next stage; for the last stage it only defines
             progress.
     """
 
     num_stages: int
     thresholds: Sequence[float]
+    dwell: int = 1
+    """Consecutive chunks the threshold must be met before the stage switches (lets the policy
+    finish what it does at the goal, e.g. close the gripper, before the next stage pulls away)."""
     stage: int = 0
     start_reward: float | None = None
     last_reward: float | None = None
     switches: list[tuple[int, int]] = field(default_factory=list)
     """(chunk index, new stage) of every switch this episode."""
     _chunk: int = 0
+    _met: int = 0
 
     def __post_init__(self) -> None:
+        if self.dwell < 1:
+            raise ConfigError(f"stage dwell must be >= 1 chunk, got {self.dwell}")
         if self.num_stages < 1:
             raise ConfigError(f"a reward program needs at least one stage, got {self.num_stages}")
         values = [float(t) for t in self.thresholds]
         if len(values) == 1:
             values = values * self.num_stages
+        values = values[: self.num_stages]  # one list can serve programs with fewer stages
         if len(values) != self.num_stages:
             raise ConfigError(f"{len(values)} stage thresholds for a program with {self.num_stages} stages")
         self.thresholds = values
@@ -92,6 +100,7 @@ class StageTracker:
         self.last_reward = None
         self.switches = []
         self._chunk = 0
+        self._met = 0
 
     def update(self, reward_at: Callable[[int], float]) -> float:
         """Advance through every stage whose threshold the current state meets; return progress.
@@ -103,10 +112,16 @@ class StageTracker:
         if self.start_reward is None:
             self.start_reward = reward
         while reward >= self.thresholds[self.stage] and self.stage < self.num_stages - 1:
+            self._met += 1
+            if self._met < self.dwell:
+                break
+            self._met = 0
             self.stage += 1
             self.switches.append((self._chunk, self.stage))
             reward = float(reward_at(self.stage))
             self.start_reward = reward
+        else:
+            self._met = 0
         self.last_reward = reward
         self._chunk += 1
         return self.progress(reward)
