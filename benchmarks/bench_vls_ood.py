@@ -192,6 +192,7 @@ def main() -> int:
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"comma-separated, from {list(CONFIGS)}")
     parser.add_argument("--out", default=str(REPO / "outputs" / "bench_vls_ood"))
     parser.add_argument("--timing-obs", type=int, default=0, help="observations in the interleaved timing pass (0: skip)")
+    parser.add_argument("--timing-configs", default=None, help="configs of the timing pass (default: --configs)")
     parser.add_argument("--report", action="store_true", help="only print the table from finished episodes")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -203,7 +204,8 @@ def main() -> int:
         print(report(args))
         return 0
     if args.timing_obs:
-        timing = timing_pass(args, ["base"] + [c for c in configs if c != "base"])
+        timed = [c.strip() for c in (args.timing_configs or args.configs).split(",") if c.strip()]
+        timing = timing_pass(args, ["base"] + [c for c in timed if c != "base" and c in CONFIGS])
         root = Path(args.out) / args.env
         root.mkdir(parents=True, exist_ok=True)
         (root / "timing.json").write_text(json.dumps(timing, indent=2))
