@@ -62,6 +62,8 @@ def test_hostile_program_is_refused_and_nothing_escapes(path: Path, tmp_path: Pa
     keypoints, trajectory = _inputs()
     before = trajectory.detach().clone()
     kids = _children()
+    torch_state = (torch.get_default_dtype(), torch.get_num_threads(), torch.is_grad_enabled())
+    cwd_files = set(os.listdir("."))
     start = time.monotonic()
     with pytest.raises(RewardProgramError) as info:
         program = compile_reward_program(source, limits=NO_PROBE)
@@ -72,6 +74,8 @@ def test_hostile_program_is_refused_and_nothing_escapes(path: Path, tmp_path: Pa
     assert not canary.exists()
     assert _children() == kids
     assert torch.equal(trajectory.detach(), before) and trajectory.grad is None
+    assert (torch.get_default_dtype(), torch.get_num_threads(), torch.is_grad_enabled()) == torch_state
+    assert set(os.listdir(".")) == cwd_files
     assert elapsed < 60, "a hostile program ran far longer than any limit allows"  # hang guard, not a speed test
 
 
@@ -168,6 +172,12 @@ def _ref_three_stages_can(stage, kp, tr):
         return -(tr[:, -1] - kp[0] - lift).norm(dim=-1)
     goal = kp[1] + lift
     return -(tr[:, -1, :2] - goal[:2]).norm(dim=-1) - (tr[:, -1, 2] - goal[2]).abs()
+
+
+def _ref_vlm_idioms(stage, kp, tr):
+    target = kp[0].to(tr.dtype) + torch.tensor([0.0, 0.0, 0.05], dtype=tr.dtype)
+    d = (tr - target).norm(dim=-1)
+    return -(0.5 * d.min(dim=1).values + 0.5 * d[:, -1])
 
 
 REFERENCES = {name[5:]: fn for name, fn in globals().items() if name.startswith("_ref_")}
@@ -273,6 +283,17 @@ def test_oversized_and_deeply_nested_sources_are_refused():
         check_reward_program(deep)
 
 
+def test_pickle_round_trip_recompiles_through_the_sandbox():
+    import copy
+    import pickle
+
+    program = compile_reward_program((DATA / "benign_programs" / "two_stage_lift.py").read_text(), limits=NO_PROBE)
+    clone = pickle.loads(pickle.dumps(program))
+    assert clone == program and clone is not program and copy.deepcopy(program) == program
+    keypoints, trajectory = _inputs()
+    torch.testing.assert_close(clone(1, keypoints, trajectory), program(1, keypoints, trajectory))
+
+
 def test_reward_program_cannot_be_built_without_the_sandbox():
     with pytest.raises(RewardProgramError, match="compile_reward_program"):
         RewardProgram(source="def stage_1(keypoints, trajectory): return 0", stage_names=("stage_1",))
@@ -280,9 +301,17 @@ def test_reward_program_cannot_be_built_without_the_sandbox():
 
 # --- the probe subprocess -------------------------------------------------------------------------
 
-def test_probe_accepts_a_valid_program_and_reports_a_failing_stage():
+def test_probe_accepts_a_valid_program_and_reports_a_failing_stage(monkeypatch):
+    from embodied_steer.vls import sandbox
+
     good = (DATA / "benign_programs" / "two_stage_lift.py").read_text()
+    monkeypatch.setattr(sandbox, "_PROBED", set())
+    calls = []
+    real = sandbox._probe
+    monkeypatch.setattr(sandbox, "_probe", lambda *a: (calls.append(a), real(*a)))
     assert compile_reward_program(good).num_stages() == 2
+    assert compile_reward_program(good).num_stages() == 2
+    assert len(calls) == 1  # a passed probe is remembered for the same text and limits
     bad = "def stage_1(keypoints, trajectory):\n    return trajectory.sum(dim=(1, 2))\n" \
           "def stage_2(keypoints, trajectory):\n    return keypoints[40].sum() + trajectory[:, 0, 0]\n"
     with pytest.raises(RewardProgramError, match=r"probe inputs.*stage_2"):
@@ -308,3 +337,16 @@ def test_probe_enforces_cpu_limit():
               "    for i in range(64):\n        a = torch.tanh(a @ a)\n    return trajectory.sum(dim=(1, 2)) + a.sum()\n")
     with pytest.raises(SandboxLimitExceeded, match="SIGXCPU|SIGKILL|CPU"):
         compile_reward_program(source, limits=limits)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_programs_run_on_the_trajectory_device():
+    # torch.zeros / torch.tensor inside the program must follow the trajectory onto the GPU.
+    for name in ("smooth_loop", "two_stage_lift", "weighted_time"):
+        program = compile_reward_program((DATA / "benign_programs" / f"{name}.py").read_text(), limits=NO_PROBE)
+        keypoints, trajectory = _inputs()
+        kp, tr = keypoints.cuda(), trajectory.detach().cuda().requires_grad_(True)
+        for stage in range(program.num_stages()):
+            out = program(stage, kp, tr)
+            assert out.device == tr.device
+            torch.testing.assert_close(out.cpu(), program(stage, keypoints, trajectory).detach())

@@ -86,6 +86,7 @@ def server():
 
 
 def _client(server: FakeChatServer, tmp_path: Path, **kwargs) -> VLMClient:
+    kwargs.setdefault("retries", 0)
     return VLMClient(VLMConfig(base_url=server.base_url, model="test-vlm", api_key_env=KEY_ENV,
                                cache_dir=tmp_path / "cache", **kwargs))
 
@@ -177,6 +178,22 @@ def test_endpoint_failures_raise_vlm_errors_and_keep_the_program(server, tmp_pat
     assert not list((tmp_path / "cache").glob("*.json"))  # failures are not cached
 
 
+def test_server_errors_are_retried_with_backoff(server, tmp_path):
+    server.script = ["http_500", "http_500", "lift_program"]
+    client = _client(server, tmp_path, retries=2, retry_backoff_s=0.01)
+    assert "LIFT = 0.12" in client.ask("x")
+    assert len(server.requests) == 3
+    server.requests.clear()
+    server.script = ["http_500"]
+    with pytest.raises(VLMError, match=r"HTTP 500.*after 2 attempt"):
+        _client(server, tmp_path, retries=1, retry_backoff_s=0.01).ask("y")
+    server.requests.clear()
+    server.script = ["http_401"]
+    with pytest.raises(VLMError, match="HTTP 401"):
+        _client(server, tmp_path, retries=3, retry_backoff_s=0.01).ask("z")
+    assert len(server.requests) == 1  # client errors are not retried
+
+
 def test_timeout_raises_a_clear_error(server, tmp_path):
     server.script = ["slow_lift_program"]
     client = _client(server, tmp_path, timeout_s=0.3)
@@ -229,3 +246,34 @@ def test_config_from_env(tmp_path):
     with pytest.raises(ConfigError, match="TIMEOUT"):
         VLMConfig.from_env({"EMBODIED_STEER_VLM_BASE_URL": "http://h", "EMBODIED_STEER_VLM_MODEL": "m",
                             "EMBODIED_STEER_VLM_TIMEOUT": "soon"})
+
+
+def test_command_line_writes_image_keypoints_and_vlm_program(server, tmp_path, monkeypatch):
+    from embodied_steer.vls.__main__ import main
+
+    server.script = ["lift_program"]
+    monkeypatch.setenv("EMBODIED_STEER_VLM_BASE_URL", server.base_url)
+    monkeypatch.setenv("EMBODIED_STEER_VLM_MODEL", "test-vlm")
+    monkeypatch.setenv("EMBODIED_STEER_VLM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["--task", "Lift", "--seed", "2", "--size", "64", "--out-dir", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert "LIFT = 0.12" in (out / "program.py").read_text()
+    record = json.loads((out / "keypoints.json").read_text())
+    assert [k["name"] for k in record["keypoints"]] == ["cube", "table"]
+    from PIL import Image
+
+    assert Image.open(out / "keypoints.png").size == (64, 64)
+    sent = server.requests[0]["json"]["messages"][1]["content"]
+    assert "lift the red cube" in sent[0]["text"]
+    png = base64.b64decode(sent[1]["image_url"]["url"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(png)).size == (64, 64)
+
+
+def test_probe_uses_the_legend_size(server, tmp_path):
+    # keypoints[3] in a two-keypoint task fails in the probe subprocess; the repair turn says why.
+    server.script = ["keypoint_out_of_range", "lift_program"]
+    writer = ProgramWriter(default_program("Lift"), client=_client(server, tmp_path))
+    program = writer.write("lift the red cube", LEGEND, _image())
+    assert "LIFT = 0.12" in program.source and len(server.requests) == 2
+    repair = server.requests[1]["json"]["messages"][-1]["content"]
+    assert "probe inputs (keypoints (2, 3)" in repair and "index 3" in repair

@@ -12,6 +12,8 @@ class SandboxLimits:
     Static (checked on the source before anything runs):
         max_source_chars: longest accepted program text.
         max_ast_nodes: largest accepted syntax tree.
+        max_ast_depth: deepest accepted nesting of syntax nodes (the checker and CPython's compiler
+            recurse over the tree; ``a + a + ... + a`` with thousands of terms would exhaust the stack).
         max_stages: most ``stage_k`` functions.
         max_loop_iterations: most iterations of one ``for i in range(...)`` loop.
         max_total_iterations: most iterations of nested loops together (product along a nest).
@@ -40,6 +42,7 @@ class SandboxLimits:
 
     max_source_chars: int = 20_000
     max_ast_nodes: int = 5_000
+    max_ast_depth: int = 64
     max_stages: int = 8
     max_loop_iterations: int = 64
     max_total_iterations: int = 1_024
@@ -61,7 +64,7 @@ class SandboxLimits:
     probe_horizon: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("max_source_chars", "max_ast_nodes", "max_stages", "max_loop_iterations",
+        for name in ("max_source_chars", "max_ast_nodes", "max_ast_depth", "max_stages", "max_loop_iterations",
                      "max_total_iterations", "max_string_chars", "max_tensor_numel", "max_total_numel",
                      "max_work", "max_int_bits", "probe_cpu_s", "probe_memory_mb",
                      "probe_num_keypoints", "probe_batch", "probe_horizon"):

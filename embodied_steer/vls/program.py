@@ -44,6 +44,9 @@ class RewardProgram:
             raise RewardProgramError(
                 "RewardProgram is built by embodied_steer.vls.sandbox.compile_reward_program, not directly")
 
+    def __reduce__(self):  # pickling (e.g. to ray workers) re-compiles the source there
+        return (_rebuild, (self.source, self.limits))
+
     def num_stages(self) -> int:
         """How many stages (``stage_k`` functions) the program has."""
         return len(self.stage_names)
@@ -126,3 +129,12 @@ def _program_line(exc: BaseException) -> int | None:
         if frame.filename == PROGRAM_FILENAME:
             line = frame.lineno
     return line
+
+
+def _rebuild(source: str, limits: SandboxLimits) -> RewardProgram:
+    """Unpickle: compile ``source`` again (static check and guards; the probe already passed)."""
+    from dataclasses import replace
+
+    from embodied_steer.vls.sandbox import compile_reward_program
+
+    return compile_reward_program(source, limits=replace(limits, probe=False))

@@ -79,21 +79,22 @@ TENSOR_METHODS = frozenset({
     "logsumexp", "cumsum", "all", "any", "reshape", "view", "flatten", "squeeze", "unsqueeze",
     "transpose", "permute", "t", "expand", "expand_as", "repeat", "diff", "flip", "softmax", "float",
     "double", "clone", "detach", "dim", "size", "numel", "isfinite", "nan_to_num", "matmul", "dot",
-    "minimum", "maximum", "lerp", "contiguous", "where", "atan2",
+    "minimum", "maximum", "lerp", "contiguous", "where", "atan2", "to", "type_as",
 })
-TENSOR_GROWING_METHODS = frozenset({"repeat", "expand", "matmul", "dot"})
+TENSOR_GROWING_METHODS = frozenset({"repeat", "matmul", "dot"})  # .expand makes a view: checked after
 
 #: attributes readable without a call.
-VALUE_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "values", "indices"})
-_TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT"})
+VALUE_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "values", "indices", "device", "dtype"})
+_TENSOR_ATTRIBUTES = frozenset({"shape", "ndim", "T", "mT", "device", "dtype"})
 _RESULT_ATTRIBUTES = frozenset({"values", "indices"})
 
 #: plain names a program may call.
 BUILTIN_FUNCTIONS = frozenset({"abs", "min", "max", "sum", "len", "float", "int", "range"})
 
-#: keyword arguments no call may receive (they write into tensors, pick devices or autograd state).
+#: keyword arguments no call may receive (they write into tensors or set autograd / memory state).
+#: ``device=`` is accepted only with the trajectory's own device (checked at run time).
 FORBIDDEN_KEYWORDS = frozenset({
-    "out", "device", "requires_grad", "pin_memory", "layout", "memory_format", "generator", "names",
+    "out", "requires_grad", "pin_memory", "layout", "memory_format", "generator", "names", "copy",
 })
 
 _NUMBER = (bool, int, float)
@@ -138,6 +139,17 @@ class Guard:
             raise SandboxLimitExceeded(
                 f"memory limit: {what} would make a tensor of {numel:,} elements "
                 f"(at most {self.limits.max_tensor_numel:,})")
+
+    def check_broadcast(self, tensors: list[torch.Tensor], what: str) -> None:
+        """Check the size of the broadcast of ``tensors`` before an elementwise operation."""
+        bound = 1
+        for t in tensors:
+            bound *= max(t.numel(), 1)
+        if bound <= self.limits.max_tensor_numel:
+            return  # the broadcast can never be larger than the product of the inputs
+        n = _broadcast_numel(tensors)
+        if n is not None:
+            self.check_size(n, what)
 
     def add_work(self, n: int, what: str) -> None:
         state = self._state
@@ -207,7 +219,7 @@ def _tensors_in(value: Any) -> Iterable[torch.Tensor]:
 def _check_value(value: Any, what: str, depth: int = 0) -> None:
     """Only tensors, numbers, None, short strings, dtypes, slices and (nested) tuples/lists of them
     may be passed to a guarded operation."""
-    if value is None or value is Ellipsis or isinstance(value, (torch.Tensor, torch.dtype, str, slice) + _NUMBER):
+    if value is None or value is Ellipsis or isinstance(value, (torch.Tensor, torch.dtype, torch.device, str, slice) + _NUMBER):
         return
     if isinstance(value, (tuple, list)) and depth < 4:
         for v in value:
@@ -216,19 +228,27 @@ def _check_value(value: Any, what: str, depth: int = 0) -> None:
     raise RewardProgramError(f"{what} got a value of type {type(value).__name__}, which reward programs cannot use")
 
 
+def broadcast_shape(*shapes: Iterable[int]) -> tuple[int, ...] | None:
+    """NumPy/torch broadcasting of ``shapes``; ``None`` when they do not broadcast.
+
+    (``torch.broadcast_shapes`` would do, but its first call imports ``torch._refs``: seconds.)"""
+    dims = [tuple(int(d) for d in s) for s in shapes]
+    ndim = max((len(d) for d in dims), default=0)
+    out = []
+    for i in range(-ndim, 0):
+        size = 1
+        for d in dims:
+            if len(d) >= -i and d[i] != 1:
+                if size not in (1, d[i]):
+                    return None
+                size = d[i]
+        out.append(size)
+    return tuple(out)
+
+
 def _broadcast_numel(tensors: list[torch.Tensor]) -> int | None:
-    try:
-        return _numel(torch.broadcast_shapes(*(t.shape for t in tensors)))
-    except RuntimeError:
-        return None  # the operation itself will raise a clear shape error
-
-
-def _meta(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return torch.empty(value.shape, dtype=value.dtype, device="meta")
-    if isinstance(value, (tuple, list)):
-        return type(value)(_meta(v) for v in value)
-    return value
+    shape = broadcast_shape(*(t.shape for t in tensors))
+    return None if shape is None else _numel(shape)  # None: the operation itself raises a clear error
 
 
 class Runtime:
@@ -258,30 +278,28 @@ class Runtime:
             guard.tick()
             _check_value(args, what)
             _check_value(tuple(kwargs.values()), what)
+            bad = FORBIDDEN_KEYWORDS.intersection(kwargs)
+            if bad:
+                raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
+            if "device" in kwargs:
+                _check_device(guard, what, kwargs["device"])
             if short in CREATION or short in ("tensor", "as_tensor"):
                 kwargs.setdefault("device", guard.device)
                 if short in ("zeros", "ones", "eye", "linspace") or _has_float(args):
                     kwargs.setdefault("dtype", guard.dtype)
-            if short == "arange":
-                guard.check_size(_arange_numel(what, args, kwargs), what)
-            elif short in CREATION:
-                meta_kwargs = dict(kwargs, device="meta")
-                try:
-                    probe = fn(*args, **meta_kwargs)
-                except (RuntimeError, TypeError, ValueError, OverflowError) as exc:
-                    raise RewardProgramError(f"{what}: {exc}") from None
-                guard.check_size(probe.numel(), what)
+            if short == "norm":
+                _check_norm(what, dotted, args, kwargs)
+            if short in CREATION:
+                guard.check_size(_creation_numel(what, short, args, kwargs), what)
             elif dotted in GROWING:
-                _precheck_growing(guard, what, fn, args, kwargs)
+                _precheck_growing(guard, what, dotted, args, kwargs)
             else:
                 tensors = [a for a in args if isinstance(a, torch.Tensor)]
                 for a in args:
                     if isinstance(a, (list, tuple)):
                         tensors.extend(t for t in a if isinstance(t, torch.Tensor))
                 if len(tensors) >= 2 and short not in ("stack", "cat", "concat"):
-                    n = _broadcast_numel(tensors)
-                    if n is not None:
-                        guard.check_size(n, what)
+                    guard.check_broadcast(tensors, what)
                 if short in ("stack", "cat", "concat"):
                     guard.check_size(sum(t.numel() for t in tensors), what)
             guard.add_work(sum(t.numel() for t in _tensors_in(args)), what)
@@ -298,7 +316,10 @@ class Runtime:
             for a in args:
                 if not isinstance(a, _NUMBER):
                     raise RewardProgramError(f"math.{name} takes plain numbers; use torch.{name} for tensors")
-            return fn(*args)
+            try:
+                return guard.check_int(fn(*args), f"math.{name}")
+            except (ValueError, OverflowError) as exc:
+                raise RewardProgramError(f"math.{name}: {exc}") from None
 
         return call
 
@@ -323,11 +344,9 @@ class Runtime:
             except (ZeroDivisionError, OverflowError) as exc:
                 raise RewardProgramError(f"{what}: {exc}") from None
         if op == "@":
-            _precheck_growing(guard, what, torch.matmul, (a, b), {})
+            _precheck_growing(guard, what, "@", (a, b), {})
         elif ta and tb:
-            n = _broadcast_numel([a, b])
-            if n is not None:
-                guard.check_size(n, what)
+            guard.check_broadcast([a, b], what)
         guard.add_work(sum(t.numel() for t in (a, b) if isinstance(t, torch.Tensor)), what)
         return guard.account(_BINOPS[op](a, b), what)
 
@@ -346,9 +365,7 @@ class Runtime:
             if not isinstance(v, torch.Tensor | bool | int | float):
                 raise RewardProgramError(f"comparison {op} is only defined on tensors and numbers, got {type(v).__name__}")
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-            n = _broadcast_numel([a, b])
-            if n is not None:
-                guard.check_size(n, f"comparison {op}")
+            guard.check_broadcast([a, b], f"comparison {op}")
         return guard.account(_COMPARISONS[op](a, b), f"comparison {op}")
 
     def method(self, obj: Any, name: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -364,9 +381,21 @@ class Runtime:
         bad = FORBIDDEN_KEYWORDS.intersection(kwargs)
         if bad:
             raise RewardProgramError(f"{what} may not receive keyword '{sorted(bad)[0]}'")
+        if name == "norm":
+            _check_norm(what, "norm", (obj, *args), kwargs)
+        if name == "to":
+            for v in (*args, *kwargs.values()):
+                if isinstance(v, (torch.device, str)):
+                    _check_device(guard, what, v)
+                elif not isinstance(v, (torch.dtype, torch.Tensor, bool)):
+                    raise RewardProgramError(f"{what} takes a dtype, the trajectory's device or a tensor")
+                elif isinstance(v, torch.Tensor) and v.device != guard.device and guard.device is not None:
+                    _check_device(guard, what, v.device)
+        if "device" in kwargs:
+            _check_device(guard, what, kwargs["device"])
         fn = getattr(obj, name)
         if name in TENSOR_GROWING_METHODS:
-            _precheck_growing(guard, what, getattr(torch.Tensor, name), (obj, *args), kwargs)
+            _precheck_growing(guard, what, name, (obj, *args), kwargs)
         guard.add_work(obj.numel(), what)
         return guard.account(fn(*args, **kwargs), what)
 
@@ -431,9 +460,7 @@ class Runtime:
                             raise RewardProgramError(f"{kind}() takes tensors and numbers, got {type(v).__name__}")
                     x = out if isinstance(out, torch.Tensor) else torch.as_tensor(out, dtype=guard.dtype, device=guard.device)
                     y = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=guard.dtype, device=guard.device)
-                    n = _broadcast_numel([x, y])
-                    if n is not None:
-                        guard.check_size(n, f"{kind}()")
+                    guard.check_broadcast([x, y], f"{kind}()")
                     out = guard.account(pick(x, y), f"{kind}()")
                 return out
 
@@ -456,6 +483,8 @@ class Runtime:
             def f(x: Any) -> Any:
                 if isinstance(x, torch.Tensor) and x.numel() == 1:
                     x = x.item()
+                if kind is float and isinstance(x, str) and x.lower() in ("inf", "-inf", "+inf", "nan"):
+                    return float(x)
                 if not isinstance(x, _NUMBER):
                     raise RewardProgramError(f"{kind.__name__}() takes a number or a one-element tensor")
                 try:
@@ -488,6 +517,49 @@ class Runtime:
         return g
 
 
+def _check_device(guard: Guard, what: str, device: Any) -> None:
+    """``device=`` may only name the device the trajectory is on (``device=trajectory.device``)."""
+    if not isinstance(device, torch.device) or (guard.device is not None and device != guard.device):
+        raise RewardProgramError(f"{what}: device= must be the trajectory's device (write device=trajectory.device), "
+                                 f"got {device!r}")
+
+
+def _check_norm(what: str, dotted: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Only vector norms: matrix norms (spectral, nuclear) run an SVD whose cost grows with the cube
+    of the size, inside one uninterruptible call."""
+    key = "ord" if dotted == "linalg.norm" else "p"
+    order = kwargs.get(key, args[1] if len(args) > 1 else None)
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else None)
+    if order == "nuc" or (dotted == "linalg.norm" and order is not None and order != "fro"
+                          and not isinstance(dim, int) and not (isinstance(dim, (tuple, list)) and len(dim) == 1)):
+        raise RewardProgramError(f"{what}: matrix norms are not available; give dim=<int> for a vector norm "
+                                 "(or use torch.linalg.vector_norm)")
+
+
+def _creation_numel(what: str, short: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Element count of a tensor-creating call, from its arguments (nothing is allocated)."""
+    if short == "arange":
+        return _arange_numel(what, args, kwargs)
+    try:
+        if short == "linspace":
+            steps = kwargs.get("steps", args[2] if len(args) > 2 else None)
+            return max(int(steps), 0)
+        if short == "eye":
+            n = int(kwargs.get("n", args[0]))
+            m = int(kwargs.get("m", args[1] if len(args) > 1 else n))
+            return max(n, 0) * max(m, 0)
+        sizes: Any = kwargs.get("size", args[0] if short == "full" else args)
+        if short == "full" and "size" not in kwargs:
+            sizes = args[0]
+        if isinstance(sizes, (tuple, list, torch.Size)) and len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+            sizes = sizes[0]
+        if not isinstance(sizes, (tuple, list, torch.Size)):
+            sizes = (sizes,)
+        return _numel(int(d) for d in sizes)
+    except (IndexError, KeyError, TypeError, ValueError, RuntimeError):
+        raise RewardProgramError(f"{what}: sizes must be integers") from None
+
+
 def _arange_numel(what: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """Element count of ``torch.arange(...)`` computed from its arguments (no allocation)."""
     names = ("start", "end", "step")
@@ -512,24 +584,44 @@ def _has_float(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def _precheck_growing(guard: Guard, what: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> None:
-    """Size a product-like operation on meta tensors before running it for real."""
-    try:
-        out = fn(*_meta(args), **_meta(kwargs))
-    except Exception:  # noqa: BLE001 - no meta kernel or a shape error: bound conservatively
-        n = 1
-        for t in _tensors_in(args):
-            n *= max(t.numel(), 1)
-        guard.check_size(n, what)
-        return
-    n = sum(t.numel() for t in _tensors_in(out))
-    guard.check_size(n, what)
+def _precheck_growing(guard: Guard, what: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Size a product-like operation from its input shapes before running it (no allocation).
+
+    Shapes are worked out by hand: torch's meta kernels would do it too, but some of them are slow
+    (``cdist`` on meta tensors takes seconds for large inputs)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    out_numel: int | None = None
     inner = 1
-    for t in _tensors_in(args):
-        if t.ndim:
-            inner = max(inner, int(t.shape[-1]))
-    guard.add_work(n * inner, what)
+    try:
+        if name == "repeat" and tensors:
+            sizes = args[1:]
+            if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+                sizes = tuple(sizes[0])
+            out_numel = tensors[0].numel() * _numel(int(s) for s in sizes)
+        elif name in ("matmul", "dot", "@") and len(tensors) == 2:
+            a, b = tensors
+            inner = int(a.shape[-1]) if a.ndim else 1
+            rows = (int(a.shape[-2]),) if a.ndim >= 2 else ()
+            cols = (int(b.shape[-1]),) if b.ndim >= 2 else ()
+            batch = (broadcast_shape(a.shape[:-2], b.shape[:-2]) or ()) if a.ndim > 2 or b.ndim > 2 else ()
+            out_numel = _numel(batch + rows + cols)
+        elif name == "cdist" and len(tensors) == 2:
+            a, b = tensors
+            inner = int(a.shape[-1])
+            batch = broadcast_shape(a.shape[:-2], b.shape[:-2]) or ()
+            out_numel = _numel(batch + (int(a.shape[-2]), int(b.shape[-2])))
+        elif name == "outer" and len(tensors) == 2:
+            out_numel = tensors[0].numel() * tensors[1].numel()
+        elif name == "cross" and len(tensors) == 2:
+            out_numel = _broadcast_numel(tensors)
+    except (RuntimeError, IndexError, TypeError, ValueError):
+        out_numel = None  # malformed shapes: the operation itself raises a clear error
+    if out_numel is None:
+        out_numel = 1
+        for t in tensors:
+            out_numel *= max(t.numel(), 1)
+    guard.check_size(out_numel, what)
+    guard.add_work(out_numel * max(inner, 1), what)
 
 
 _BINOPS: dict[str, Callable[[Any, Any], Any]] = {

@@ -25,6 +25,7 @@ After that the program runs in-process (gradients are needed there), still throu
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -160,6 +161,9 @@ class _Checker:
                 self.check_import(node)
             elif isinstance(node, ast.Assign):
                 self.check_module_constant(node)
+            elif isinstance(node, ast.AnnAssign) and node.value is not None and isinstance(node.target, ast.Name):
+                self.check_annotation(node.annotation)
+                self.check_module_constant(ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node))
             elif isinstance(node, ast.FunctionDef):
                 number = self.check_function(node)
                 if number in stages:
@@ -235,12 +239,28 @@ class _Checker:
                 or tuple(names) != PARAMETERS:
             self.fail(node, f"signature of '{node.name}'", "must be exactly `(keypoints, trajectory)`: no defaults, "
                                                            "*args, **kwargs or other parameters")
+        for annotation in [arg.annotation for arg in a.args] + [node.returns]:
+            if annotation is not None:
+                self.check_annotation(annotation)
         self.locals = set(PARAMETERS) | self.assigned_names(node.body)
         self.check_body(node.body, 1)
         if not any(isinstance(n, ast.Return) for n in ast.walk(node)):
             self.fail(node, f"function '{node.name}'", "never returns a reward")
         self.stage = None
         return int(match.group(1))
+
+    def check_annotation(self, node: ast.expr) -> None:
+        """Annotations are dropped unevaluated; still, only type names are accepted in them."""
+        cur = node
+        while isinstance(cur, ast.Attribute):
+            self.check_identifier(cur, cur.attr, "attribute")
+            cur = cur.value
+        if isinstance(cur, ast.Name):
+            self.check_identifier(cur, cur.id, "name")
+            return
+        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, str)):
+            return
+        self.fail(node, "annotation", "annotations may only name a type (e.g. torch.Tensor)")
 
     def assigned_names(self, body: list[ast.stmt]) -> set[str]:
         names: set[str] = set()
@@ -297,6 +317,7 @@ class _Checker:
             self.check_operator(node, node.op, node.value)
             self.check_expression(node.value)
         elif isinstance(node, ast.AnnAssign):
+            self.check_annotation(node.annotation)
             self.check_store(node.target)
             if not isinstance(node.target, ast.Name):
                 self.fail(node, "annotated assignment", "can only assign to plain names")
@@ -609,10 +630,18 @@ def _parse(source: str, limits: SandboxLimits) -> ast.Module:
     except SyntaxError as exc:
         raise RewardProgramError(f"syntax error at line {exc.lineno}: {exc.msg}", line=exc.lineno) from None
     except (RecursionError, MemoryError, ValueError) as exc:
-        raise SandboxViolation("program", f"cannot be parsed safely ({type(exc).__name__}: nesting too deep)") from None
-    count = sum(1 for _ in ast.walk(tree))
-    if count > limits.max_ast_nodes:
-        raise SandboxViolation(f"program of {count:,} syntax nodes", f"at most {limits.max_ast_nodes:,} are allowed")
+        raise SandboxViolation("program", f"cannot be parsed safely ({type(exc).__name__}: {exc})") from None
+    count, stack = 0, [(tree, 1)]
+    while stack:  # iterative: the tree may be deeper than Python's recursion limit
+        node, depth = stack.pop()
+        count += 1
+        if count > limits.max_ast_nodes:
+            raise SandboxViolation("program of more than {:,} syntax nodes".format(limits.max_ast_nodes),
+                                   "programs must be small")
+        if depth > limits.max_ast_depth:
+            raise SandboxViolation(f"expression nested more than {limits.max_ast_depth} levels deep",
+                                   "split it into several assignments", line=getattr(node, "lineno", None))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     return tree
 
 
@@ -663,7 +692,10 @@ def compile_reward_program(source: str, *, limits: SandboxLimits | None = None) 
         raise RewardProgramError(f"top-level constants failed: {type(exc).__name__}: {exc}") from None
     functions = tuple(namespace[name] for name in stage_names)
     if limits.probe:
-        _probe(source, limits)
+        key = hashlib.sha256(json.dumps([source, _limits_dict(limits)], sort_keys=True).encode()).hexdigest()
+        if key not in _PROBED:  # the same text under the same limits passed before in this process
+            _probe(source, limits)
+            _PROBED.add(key)
     return RewardProgram(source=source, stage_names=stage_names, limits=limits, _functions=functions, _guard=guard)
 
 
@@ -679,6 +711,10 @@ def _assert_rewritten(tree: ast.AST) -> None:
 
 
 # -- probe subprocess ----------------------------------------------------------------------------
+
+#: sha256 of (source, limits) of programs whose probe passed in this process.
+_PROBED: set[str] = set()
+
 
 def _probe(source: str, limits: SandboxLimits) -> None:
     """Run every stage once (forward and backward) on dummy inputs in a resource-limited subprocess."""

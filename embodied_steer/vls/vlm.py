@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class VLMConfig:
         timeout_s: seconds per request (connect and read).
         max_tokens, temperature: generation settings sent with each request.
         cache_dir: response cache folder; ``None`` disables caching.
+        retries: how many times to repeat a request answered with HTTP 429 / 500 / 502 / 503 / 504
+            (rate limits and overloaded servers), waiting ``retry_backoff_s · 2^i`` seconds between.
     """
 
     base_url: str
@@ -61,6 +64,8 @@ class VLMConfig:
     max_tokens: int = 2048
     temperature: float = 0.0
     cache_dir: Path | None = field(default_factory=default_cache_dir)
+    retries: int = 2
+    retry_backoff_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.base_url or not self.base_url.startswith(("http://", "https://")):
@@ -69,6 +74,8 @@ class VLMConfig:
             raise ConfigError("VLM model name is empty")
         if self.timeout_s <= 0:
             raise ConfigError(f"VLM timeout must be positive, got {self.timeout_s}")
+        if self.retries < 0 or self.retry_backoff_s < 0:
+            raise ConfigError("VLM retries and retry_backoff_s must be >= 0")
 
     @property
     def endpoint(self) -> str:
@@ -206,6 +213,16 @@ class VLMClient:
         return self.chat(messages, use_cache=use_cache)
 
     def _post(self, payload: dict[str, Any]) -> str:
+        for attempt in range(self.config.retries + 1):
+            try:
+                return self._post_once(payload)
+            except _Retryable as exc:
+                if attempt == self.config.retries:
+                    raise VLMError(f"{exc} (after {attempt + 1} attempt(s))") from None
+                time.sleep(self.config.retry_backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _post_once(self, payload: dict[str, Any]) -> str:
         cfg = self.config
         url = cfg.endpoint
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -219,7 +236,8 @@ class VLMClient:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             detail = _read_error_body(exc)
-            raise VLMError(f"VLM endpoint {url} answered HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else "")) from None
+            message = f"VLM endpoint {url} answered HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else "")
+            raise (_Retryable if exc.code in _RETRY_STATUS else VLMError)(message) from None
         except (TimeoutError, socket.timeout):
             raise VLMError(f"VLM endpoint {url} did not answer within {cfg.timeout_s:g} s") from None
         except urllib.error.URLError as exc:
@@ -233,6 +251,13 @@ class VLMClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise VLMError(f"VLM endpoint {url} answered with malformed JSON: {body[:200]!r}") from None
         return _content(data, url)
+
+
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class _Retryable(VLMError):
+    """An HTTP status worth asking again for (rate limit, overloaded or failing server)."""
 
 
 def _read_error_body(exc: urllib.error.HTTPError) -> str:

@@ -8,6 +8,7 @@ raised and the previous program stays in place, so a sampler always has a valid 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from importlib import resources
 from string import Template
 from typing import Any, Sequence
@@ -115,8 +116,11 @@ class ProgramWriter:
         if self.client is None:
             raise NoProgramInResponse("no VLM is configured (set EMBODIED_STEER_VLM_BASE_URL and _MODEL); "
                                       "keeping the current program")
+        # The probe runs the program on as many keypoints as the legend has, so `keypoints[5]` in a
+        # two-keypoint task is caught here, with a message the repair prompt can send back.
+        limits = replace(self.limits, probe_num_keypoints=len(legend))
         system = load_prompt("system").template.strip()
-        prompt = build_prompt(instruction, legend, camera=camera, limits=self.limits)
+        prompt = build_prompt(instruction, legend, camera=camera, limits=limits)
         png = encode_png(image) if image is not None else None
         user: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if png is not None:
@@ -126,7 +130,7 @@ class ProgramWriter:
             text = self.client.chat(messages)
             self.last_response = text
             try:
-                program = extract_program(text, limits=self.limits)
+                program = extract_program(text, limits=limits)
             except NoProgramInResponse as exc:
                 self.last_error = str(exc)
                 if attempt == self.repair_attempts:

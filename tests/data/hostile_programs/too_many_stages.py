@@ -1,0 +1,42 @@
+# attack: twenty stages
+# rejected-because: at most 8
+def stage_1(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_2(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_3(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_4(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_5(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_6(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_7(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_8(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_9(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_10(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_11(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_12(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_13(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_14(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_15(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_16(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_17(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_18(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_19(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
+def stage_20(keypoints, trajectory):
+    return trajectory.sum(dim=(1, 2))
