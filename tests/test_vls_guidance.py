@@ -333,3 +333,38 @@ def test_stage_switch_waits_for_the_dwell():
     assert tracker.stage == 1
     with pytest.raises(ConfigError, match="dwell"):
         StageTracker(2, [0.0], dwell=0)
+
+
+# ------------------------------------------------------------------------------- command line
+def test_cli_guide_rejects_a_policy_without_denoising_step(capsys):
+    from embodied_steer.cli import main
+
+    code = main(["eval", "env=lift", "policy=scripted_lift", "guide=grad", "episodes=1", "max_steps=2"])
+    assert code == 2 and "denoising_step" in capsys.readouterr().err
+
+
+def test_cli_guided_eval_runs_and_records_episode_info(tmp_path):
+    import json
+
+    from embodied_steer.cli import main
+
+    out = tmp_path / "eval"
+    code = main(["eval", "env=lift_ood", "policy=lift_diffusion", "guide=vls", "guide.num_particles=2",
+                 "episodes=1", "max_steps=16", f"output_dir={out}", "torch_threads=1"])
+    assert code == 0
+    record = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
+    assert record["info"]["chunks"] == 2 and record["info"]["fallbacks"] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["extra"]["guide"]["num_particles"] == 2 and summary["extra"]["guide"]["potential"] == "max"
+
+
+def test_guide_settings_are_checked():
+    from embodied_steer.vls.configure import guidance_config
+
+    config = guidance_config({"scale": 2.0, "potential": None, "dims": [0, 1, 2], "stage_thresholds": -0.02,
+                              "schedule": {"kind": "sigmoid", "midpoint": 0.5}})
+    assert config.dims == (0, 1, 2) and config.stage_thresholds == (-0.02,) and config.schedule.kind == "sigmoid"
+    with pytest.raises(ConfigError, match="unknown guide settings"):
+        guidance_config({"lambda": 1.0})
+    with pytest.raises(ConfigError, match="schedule"):
+        guidance_config({"schedule": {"shape": "s"}})
