@@ -96,6 +96,37 @@ def test_best_particle_is_selected(tiny_diffusion):
     np.testing.assert_allclose(chunk.actions, all_particles[best], atol=1e-6)
 
 
+def test_guidance_on_the_shipped_lift_policy_moves_the_end_effector_toward_the_target():
+    """The shipped Lift checkpoint, its real action scale: the reward wants the end of the chunk's
+    trajectory 10 cm to the side (+y) of where the policy goes on its own."""
+    from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
+    from embodied_steer.catalog import find_asset
+    from embodied_steer.vls.trajectory import DeltaPositionMap, osc_tracking
+
+    policy = LeRobotDiffusionPolicy.from_pretrained(find_asset("checkpoints/lift_diffusion"))
+    state = np.array([-0.1, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.02, -0.02], np.float32)
+    env_state = np.array([0.0, 0.0, 0.82, 0, 0, 0, 1, 0.1, 0.0, -0.18], np.float32)
+    obs = Observation(state=state, env_state=env_state, instruction="lift the red cube")
+    fk = DeltaPositionMap(tracking=osc_tracking(150, 1.0, 20))
+    target = torch.tensor([0.0, 0.0, 0.0])
+
+    def reward(stage, keypoints, trajectory):
+        return -torch.linalg.norm(trajectory[:, -1] - keypoints[0], dim=-1)
+
+    def end(scale: float) -> torch.Tensor:
+        guide = GuidedSampler(reward, lambda o: target[None], fk, [0, 1, 2],
+                              GuidanceConfig(scale=scale, num_particles=2, select="first"))
+        policy.reset(seed=0)
+        actions = guide.act(policy, obs).actions
+        return fk(torch.as_tensor(actions)[None], torch.as_tensor(state[:3]))[0, -1]
+
+    base = end(0.0)
+    target[:] = base + torch.tensor([0.0, 0.10, 0.0])
+    guided = end(3.0)
+    assert guided[1] > base[1] + 0.03
+    assert torch.linalg.norm(guided - target) < torch.linalg.norm(base - target) - 0.03
+
+
 # ------------------------------------------------------------------------------- flow direction
 @pytest.fixture(scope="module")
 def tiny_pi0(tmp_path_factory):
