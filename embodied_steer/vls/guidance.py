@@ -360,9 +360,3 @@ class GuidedSampler:
         x0_raw = (step.x - math.sqrt(1.0 - ab) * out) / math.sqrt(ab)
         moved = (x0_raw + shift).clamp(-clip, clip) - x0_raw.clamp(-clip, clip)
         return out - math.sqrt(ab) / math.sqrt(1.0 - ab) * moved
-
-
-def reward_summary(info: dict[str, Any]) -> str:
-    """One line for logs: chunks, fallbacks, resamplings, final stage of an episode's info."""
-    return (f"{info.get('chunks', 0)} chunks, {info.get('fallbacks', 0)} unguided fallbacks, "
-            f"{info.get('resamples', 0)} resamplings, final stage {info.get('final_stage', 0)}")
