@@ -96,6 +96,7 @@ def test_best_particle_is_selected(tiny_diffusion):
     np.testing.assert_allclose(chunk.actions, all_particles[best], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_guidance_on_the_shipped_lift_policy_moves_the_end_effector_toward_the_target():
     """The shipped Lift checkpoint, its real action scale: the reward wants the end of the chunk's
     trajectory 10 cm to the side (+y) of where the policy goes on its own."""
@@ -374,6 +375,7 @@ def test_cli_guide_rejects_a_policy_without_denoising_step(capsys):
     assert code == 2 and "denoising_step" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_guided_eval_runs_and_records_episode_info(tmp_path):
     import json
 

@@ -61,6 +61,7 @@ def test_tracking_from_gains_and_bad_input():
         ee_position_index(["joint_0"])
 
 
+@pytest.mark.slow
 def test_predicted_trajectory_matches_robosuite_lift_motion():
     """A real Lift rollout of the shipped policy: the trajectory predicted from each executed chunk
     and the end-effector position at its start is within 1.5 cm of the simulator's on average over
