@@ -4,9 +4,9 @@ Usage::
 
     embodied-steer eval env=lift policy=lift_diffusion episodes=50 seed=1000
     embodied-steer eval policy=lift_diffusion steer=eps_shift_late steer.vector_file=shift.safetensors
-
     embodied-steer eval executor.kind=ray executor.workers=2   # the same, episodes on Ray workers
     embodied-steer sweep grid.intervention.noise_scale=[1.0,0.5] episodes=20 output_dir=outputs/sweep/noise
+    embodied-steer eval env=lift_ood policy=lift_diffusion guide=vls    # reward-guided sampling (VLS)
     embodied-steer eval --cfg                  # print the composed config and exit
     embodied-steer record env=lift policy=scripted_lift episodes=50
     embodied-steer train dataset_root=data/lift_demos steps=2000
@@ -129,7 +129,12 @@ def _run_eval(cfg: DictConfig, env, policy, steering) -> int:
     out = Path(cfg.output_dir or f"outputs/eval/{env.spec_info.name}-{policy.info.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    act = make_act_fn(cfg.intervention, policy)
+    guide = cfg.get("guide")
+    try:
+        act = make_act_fn(cfg.intervention, policy, env=env,
+                          guide=None if guide is None else OmegaConf.to_container(guide, resolve=True))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     steered = None
     if steering is not None:
         from embodied_steer.eval.interventions import steered_act
@@ -152,7 +157,8 @@ def _run_eval(cfg: DictConfig, env, policy, steering) -> int:
         max_steps=cfg.max_steps, execute_steps=cfg.execute_steps, act=act,
         video_every=int(cfg.video.every), video_fps=int(cfg.video.fps), resume=bool(cfg.resume),
         extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
-               "steer": None if steering is None else _jsonable(steering.describe())},
+               "steer": None if steering is None else _jsonable(steering.describe()),
+               "guide": None if guide is None else OmegaConf.to_container(guide, resolve=True)},
     )
     if steered is not None:
         steered.close()

@@ -125,8 +125,10 @@ def build_runtime(cfg_container: dict[str, Any]) -> CellRuntime:
     try:
         policy = instantiate_policy(cfg.policy, env)
         _check_compatible(env, policy)
+        guide = cfg.get("guide")
         try:
-            act = make_act_fn(cfg.intervention, policy)
+            act = make_act_fn(cfg.intervention, policy, env=env,
+                              guide=None if guide is None else OmegaConf.to_container(guide, resolve=True))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         steering = _attach_steering(cfg, policy)
@@ -140,7 +142,8 @@ def build_runtime(cfg_container: dict[str, Any]) -> CellRuntime:
         "policy": policy.info.name,
         "render_settings": env.render_settings.as_dict(),
         "extra": {"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
-                  "steer": None if steering is None else _jsonable(steering.describe())},
+                  "steer": None if steering is None else _jsonable(steering.describe()),
+                  "guide": None if cfg.get("guide") is None else OmegaConf.to_container(cfg.guide, resolve=True)},
     }
     return CellRuntime(env, policy, act, meta, steering)
 

@@ -18,8 +18,19 @@ from embodied_steer.core.types import ActionChunk, Observation
 from embodied_steer.eval.runner import ActFn, default_act, reset_act
 
 
-def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
-    """Build the act function for the ``intervention`` config block.
+def make_act_fn(
+    settings: Mapping[str, Any],
+    policy: SteerablePolicy,
+    *,
+    guide: Mapping[str, Any] | None = None,
+    env: Any = None,
+) -> ActFn:
+    """Build the act function for the ``intervention`` config block (and the ``guide`` group).
+
+    ``guide`` (the ``guide=<name>`` config group, e.g. ``guide=vls``): reward-guided sampling
+    (:mod:`embodied_steer.vls.configure`) through the ``DENOISING_STEP`` point, which is checked up
+    front; it needs ``env`` (keypoints and the controller's action scale come from it). The returned
+    act function reports per-episode guidance facts through ``episode_info()``.
 
     ``noise_scale`` (float, default 1.0): multiply the sampler's standard-normal initial noise by
     this factor (< 1 concentrates samples on the mode, 0 is the deterministic mean path of DDIM /
@@ -31,6 +42,15 @@ def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
     if unknown:
         raise ValueError(f"unknown intervention settings {sorted(unknown)}; known: {sorted(known)}")
     scale = float(settings.get("noise_scale", 1.0))
+    if guide is not None:
+        policy.require(InterventionPoint.DENOISING_STEP, "reward-guided sampling (guide=...)")
+        if scale != 1.0:
+            raise ValueError("intervention.noise_scale and guide=... cannot be combined (the guided sampler draws its own noise)")
+        if env is None:
+            raise ValueError("reward-guided sampling (guide=...) needs the environment")
+        from embodied_steer.vls.configure import guide_from_settings
+
+        return guide_from_settings(guide, policy, env)
     if scale == 1.0:
         return default_act
     if scale < 0:
@@ -63,6 +83,8 @@ def steered_act(handle: Any, act: ActFn = default_act, log_path: str | Path | No
 
     act_steered.close = sink.close if sink is not None else (lambda: None)  # type: ignore[attr-defined]
     act_steered.reset = lambda seed: reset_act(act, seed)  # type: ignore[attr-defined]
+    if callable(getattr(act, "episode_info", None)):
+        act_steered.episode_info = act.episode_info  # type: ignore[attr-defined]
     return act_steered
 
 

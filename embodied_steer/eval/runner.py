@@ -65,6 +65,8 @@ class EpisodeResult:
     status: str = "ok"
     error: str | None = None
     video: str | None = None
+    info: dict[str, Any] | None = None
+    """What the act function reports about the episode (``act.episode_info()``), e.g. guidance fallbacks."""
 
 
 @dataclass
@@ -157,9 +159,11 @@ def run_episode(
         success = success or bool(info.get("is_success", False))
         if terminated or truncated:
             break
+    report = getattr(act, "episode_info", None)
     return EpisodeResult(
         episode=episode, seed=seed, success=success, steps=step, reward=total_reward,
         seconds=time.perf_counter() - start, inference_seconds=infer,
+        info=report() if callable(report) else None,
     )
 
 

@@ -191,6 +191,8 @@ class AssistanceMonitor:
             return chunk
 
         monitored.reset = lambda seed: reset_act(act, seed)  # type: ignore[attr-defined]
+        if callable(getattr(act, "episode_info", None)):
+            monitored.episode_info = act.episode_info  # type: ignore[attr-defined]
         return monitored
 
     def summary(self) -> dict[str, Any]:

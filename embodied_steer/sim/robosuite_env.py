@@ -63,6 +63,42 @@ def clear_gripper_commands(env) -> None:
         robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
 
 
+def _placement_samplers(env) -> dict[str, Any]:
+    """Name → UniformRandomSampler of a robosuite env's placement initializer (composites flattened)."""
+    root = getattr(env, "placement_initializer", None)
+    found: dict[str, Any] = {}
+    stack = [root] if root is not None else []
+    while stack:
+        sampler = stack.pop()
+        children = getattr(sampler, "samplers", None)
+        if isinstance(children, dict):
+            stack.extend(children.values())
+        else:
+            found[sampler.name] = sampler
+    return found
+
+
+def apply_placement_overrides(env, overrides: dict[str, dict[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
+    """Replace the ``x_range`` / ``y_range`` of named placement samplers; return every sampler's ranges.
+
+    Raises:
+        ConfigError: an unknown sampler name or key, or a range that is not ``[lo, hi]`` with lo <= hi.
+    """
+    samplers = _placement_samplers(env)
+    for name, ranges in overrides.items():
+        if name not in samplers:
+            raise ConfigError(f"placement override for unknown sampler '{name}'; this task has {sorted(samplers)}")
+        for key, value in dict(ranges).items():
+            if key not in ("x_range", "y_range"):
+                raise ConfigError(f"placement.{name}: unknown key '{key}' (use x_range, y_range)")
+            pair = [float(v) for v in value]
+            if len(pair) != 2 or pair[0] > pair[1]:
+                raise ConfigError(f"placement.{name}.{key} must be [low, high] with low <= high, got {list(value)}")
+            setattr(samplers[name], key, pair)
+    return {name: {"x_range": [float(v) for v in s.x_range], "y_range": [float(v) for v in s.y_range]}
+            for name, s in samplers.items() if hasattr(s, "x_range")}
+
+
 class RobosuiteEnv(gym.Env):
     """A robosuite task behind the toolkit's gymnasium observation format.
 
@@ -84,6 +120,12 @@ class RobosuiteEnv(gym.Env):
             without it two processes build different cubes and the same episode seed gives
             different episodes (a distributed evaluation would not equal an in-process one).
             ``None`` leaves the generator alone.
+        placement: object-placement overrides, sampler name → ``{"x_range": [lo, hi], "y_range":
+            [lo, hi]}`` in metres relative to the sampler's reference point (the table centre for
+            Lift's ``ObjectSampler``, bin 1's centre for PickPlace's ``CollisionObjectSampler``).
+            Used for out-of-distribution variants of a task (an object outside the range the
+            demonstrations covered) without a new environment class. ``spec_info.extra["placement"]``
+            records the ranges in force.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -105,6 +147,7 @@ class RobosuiteEnv(gym.Env):
         env_kwargs: dict[str, Any] | None = None,
         render_mode: str | None = "rgb_array",
         model_seed: int | None = 0,
+        placement: dict[str, dict[str, Sequence[float]]] | None = None,
     ) -> None:
         robosuite, load_controller_config = _import_robosuite()
         if task not in robosuite.ALL_ENVIRONMENTS:
@@ -148,6 +191,7 @@ class RobosuiteEnv(gym.Env):
         if use_cameras:
             apply_render_quality(self._env.sim, self.render_settings, self._env.render_gpu_device_id)
 
+        placements = apply_placement_overrides(self._env, placement or {})
         low, high = self._env.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         raw = self._env.reset()
@@ -167,7 +211,9 @@ class RobosuiteEnv(gym.Env):
             action_bounds=ActionBounds(self.action_space.low, self.action_space.high),
             state_names=STATE_NAMES,
             control_hz=float(control_freq),
-            extra={"suite": "robosuite", "task": task, "robot": robot, "controller": controller},
+            extra={"suite": "robosuite", "task": task, "robot": robot, "controller": controller,
+                   "controller_config": {k: v for k, v in controller_cfg.items() if k != "type"},
+                   "placement": placements, "sim_timestep": float(self._env.model_timestep)},
         )
         if hasattr(self._env, "target_bin_placements") and hasattr(self._env, "object_to_id"):
             # PickPlace tasks: centre of each object's target bin placement (world frame, metres).

@@ -1,0 +1,116 @@
+"""Build a :class:`~embodied_steer.vls.guidance.GuidedSampler` from the ``guide`` config group.
+
+``embodied-steer eval env=lift_ood policy=lift_diffusion guide=vls`` composes
+``embodied_steer/conf/guide/vls.yaml``; :func:`guide_from_settings` turns that block into a sampler
+bound to the environment (keypoints from its simulator, trajectory map from its controller).
+
+Settings (all optional except where noted):
+
+``program``          ``default`` (the task's shipped hand-written program), ``vlm`` (written once by the
+                     configured VLM from a keypoint image; the default stays if it gives no valid
+                     program), or a path to a program text file (compiled in the sandbox).
+``scale``            λ. ``num_particles``: K. ``normalize``, ``dims``, ``evaluate_on`` (clean | noisy),
+``diversity``, ``diversity_until``, ``potential`` (null | instantaneous | max | additive |
+difference), ``fk_temperature``, ``ess_threshold``, ``select`` (best | first), ``clip_aware``,
+``seed``: see :class:`~embodied_steer.vls.guidance.GuidanceConfig`.
+``schedule``         ``{kind: constant | sigmoid, midpoint, steepness, floor}``.
+``stage_thresholds`` list, one reward threshold per stage (or one for all); ``stage_dwell``: chunks
+                     a threshold must hold before the stage switches.
+``tracking``         per-step tracking factor of the trajectory map (null: from the controller gains).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from embodied_steer.core.errors import ConfigError
+from embodied_steer.core.policy import InterventionPoint, SteerablePolicy
+from embodied_steer.vls.guidance import GuidanceConfig, GuidedSampler
+from embodied_steer.vls.schedule import GuidanceSchedule
+from embodied_steer.vls.trajectory import ee_position_index, trajectory_map_for
+
+log = logging.getLogger(__name__)
+
+_CONFIG_KEYS = {"scale", "num_particles", "normalize", "dims", "evaluate_on", "diversity", "diversity_until",
+                "potential", "fk_temperature", "ess_threshold", "select", "clip_aware", "seed", "stage_dwell"}
+KNOWN_KEYS = _CONFIG_KEYS | {"program", "schedule", "stage_thresholds", "tracking", "name", "description"}
+
+
+def guidance_config(settings: Mapping[str, Any]) -> GuidanceConfig:
+    """:class:`GuidanceConfig` from a settings mapping; unknown keys are a :class:`ConfigError`."""
+    unknown = set(settings) - KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"unknown guide settings {sorted(unknown)}; known: {sorted(KNOWN_KEYS)}")
+    values: dict[str, Any] = {k: settings[k] for k in _CONFIG_KEYS if k in settings and settings[k] is not None}
+    if settings.get("potential") is None:
+        values["potential"] = None
+    if "dims" in values:
+        values["dims"] = tuple(int(d) for d in values["dims"])
+    if "num_particles" in values:
+        values["num_particles"] = int(values["num_particles"])
+    schedule = dict(settings.get("schedule") or {})
+    try:
+        values["schedule"] = GuidanceSchedule(**schedule)
+    except TypeError as exc:
+        raise ConfigError(f"guide.schedule: {exc}") from None
+    thresholds = settings.get("stage_thresholds", [0.0])
+    thresholds = [thresholds] if isinstance(thresholds, (int, float)) else list(thresholds)
+    values["stage_thresholds"] = tuple(float(t) for t in thresholds)
+    return GuidanceConfig(**values)
+
+
+def load_program(spec: str, env: Any) -> Any:
+    """The reward program named by ``guide.program`` for ``env`` (see the module docstring)."""
+    from embodied_steer.vls.defaults import default_program
+    from embodied_steer.vls.keypoints import task_name
+
+    task = task_name(env)
+    if spec == "default":
+        return default_program(task)
+    if spec == "vlm":
+        from embodied_steer.vls.errors import NoProgramInResponse
+        from embodied_steer.vls.vlm import VLMConfig
+
+        if VLMConfig.from_env() is None:
+            raise ConfigError("guide.program=vlm needs a VLM: set EMBODIED_STEER_VLM_BASE_URL and "
+                              "EMBODIED_STEER_VLM_MODEL (and _API_KEY if the endpoint wants one)")
+        from embodied_steer.vls.writer import ProgramWriter
+
+        writer = ProgramWriter.for_task(task)
+        try:
+            writer.write_for_env(env)
+        except NoProgramInResponse as exc:
+            log.warning("VLM gave no valid reward program, using the shipped default for %s: %s", task, exc)
+        return writer.program
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"guide.program must be 'default', 'vlm' or a program file; '{spec}' is none of these")
+    from embodied_steer.vls.sandbox import compile_reward_program
+
+    return compile_reward_program(path.read_text("utf-8"))
+
+
+def guide_from_settings(settings: Mapping[str, Any], policy: SteerablePolicy, env: Any) -> GuidedSampler:
+    """A :class:`GuidedSampler` for ``policy`` in ``env``, attached to the policy (reset follows it).
+
+    Raises:
+        UnsupportedIntervention: the policy lacks ``DENOISING_STEP`` (checked first).
+        ConfigError: a bad setting, or an environment without keypoints / controller description.
+    """
+    policy.require(InterventionPoint.DENOISING_STEP, "reward-guided sampling (guide=...)")
+    config = guidance_config(settings)
+    spec = env.spec_info
+    from embodied_steer.vls.keypoints import keypoints_for
+
+    program = load_program(str(settings.get("program", "default")), env)
+    trajectory_map = trajectory_map_for(spec.extra, control_hz=spec.control_hz, tracking=settings.get("tracking"))
+
+    def keypoints(_obs: Any) -> Any:
+        # The runner asks for a chunk right after the step that produced ``obs``: the simulator's
+        # ground truth is the state that observation shows.
+        return keypoints_for(env)[1]
+
+    guide = GuidedSampler(program, keypoints, trajectory_map, ee_position_index(spec.state_names), config)
+    return guide.attach(policy)
