@@ -83,6 +83,7 @@ class PolicyServer(LifecycleNode):
         self._last_gripper = -1.0
         self._holding = ""
         self._act = None
+        self._steering = None  # activation-steering handle of the current settings
         self._act_dirty = True
         if self.p["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -152,6 +153,10 @@ class PolicyServer(LifecycleNode):
             self.destroy_publisher(pub)
         self.destroy_timer(self._diag_timer)
         self._subs, self._srvs, self._pubs = [], [], {}
+        if self._steering is not None:
+            self._steering.remove()
+            self._steering = None
+        self._act = None
         self.policy = None
         return TransitionCallbackReturn.SUCCESS
 
@@ -194,10 +199,10 @@ class PolicyServer(LifecycleNode):
         if any(n.startswith(("intervention.", "steering.")) for n in changes):
             try:
                 settings = self._steering_settings({**self.p, **changes})
-                if self.policy is not None:
-                    from embodied_steer.eval.interventions import make_act_fn
-
-                    make_act_fn(settings, self.policy)  # validate against this policy; built again at the next chunk
+                if self.policy is not None:  # validate against this policy; built again at the next chunk
+                    _, handle = self._build_act(settings)
+                    if handle is not None:
+                        handle.remove()
             except Exception as exc:  # noqa: BLE001 - any invalid setting is refused with its reason
                 return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
         for name, value in changes.items():
@@ -225,13 +230,43 @@ class PolicyServer(LifecycleNode):
             raise ValueError(f"intervention.noise_scale must be finite and >= 0, got {scale}")
         return settings
 
+    def _build_act(self, settings: dict[str, Any]):
+        """The act function of ``settings`` and the activation-steering handle it attached (or None).
+
+        ``steer`` (a mapping in the format of ``steering/<name>.yaml``) attaches interventions on the
+        policy's modules; the other keys go to :func:`~embodied_steer.eval.interventions.make_act_fn`.
+        Reward-guided sampling (``guide``) needs the environment's keypoints and is not offered here.
+        """
+        from embodied_steer.eval.interventions import make_act_fn, steered_act
+
+        settings = dict(settings)
+        if "guide" in settings:
+            raise ValueError("guide=... (reward-guided sampling) needs the simulator's keypoints; not available "
+                             "in the policy server")
+        steer = settings.pop("steer", None)
+        if steer is not None and not isinstance(steer, dict):
+            raise ValueError(f"steer must be a mapping of steering settings, got {type(steer).__name__}")
+        act = make_act_fn(settings, self.policy)
+        handle = None
+        if steer:
+            from embodied_steer.steering.config import attach_from_config
+
+            handle = attach_from_config(self.policy, steer)
+            if handle is not None:
+                act = steered_act(handle, act)
+        return act, handle
+
     def _act_fn(self):
         if self._act_dirty or self._act is None:
-            from embodied_steer.eval.interventions import make_act_fn
             from embodied_steer.eval.runner import default_act
 
-            enabled = self.p["steering_enabled"]
-            self._act = make_act_fn(self._steering_settings(self.p), self.policy) if enabled else default_act
+            if self._steering is not None:  # the previous interventions come off before new ones go on
+                self._steering.remove()
+                self._steering = None
+            if self.p["steering_enabled"]:
+                self._act, self._steering = self._build_act(self._steering_settings(self.p))
+            else:
+                self._act = default_act
             self._act_dirty = False
         return self._act
 
