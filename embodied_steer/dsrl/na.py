@@ -55,7 +55,8 @@ def make_decoder(policy: SteerablePolicy, features: ObsFeatures, execute_steps: 
     (:meth:`ObsFeatures.to_observations`), so this works for policies that read only ``state`` /
     ``env_state``; policies with cameras are refused (their images are not in the replay buffer).
     LeRobot's DiffusionPolicy gets a fully batched path (one U-Net pass per denoising step for the
-    whole minibatch); other adapters are decoded sample by sample.
+    whole minibatch), so does any policy with a ``generate_batched(histories, noise) -> (B, T, D)``
+    method; other adapters are decoded sample by sample.
     """
     if policy.info.cameras:
         raise ConfigError(f"DSRL-NA re-runs the base policy on replayed observations, which hold no images; "
@@ -78,6 +79,15 @@ def make_decoder(policy: SteerablePolicy, features: ObsFeatures, execute_steps: 
             return torch.as_tensor(chunk)[:, :execute_steps].reshape(obs.shape[0], -1).float()
 
         return decode
+
+    if hasattr(policy, "generate_batched"):
+
+        @torch.no_grad()
+        def decode_batched(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            chunk = torch.as_tensor(policy.generate_batched(histories(obs), noise))
+            return chunk[:, :execute_steps].reshape(obs.shape[0], -1).float()
+
+        return decode_batched
 
     @torch.no_grad()
     def decode_each(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ def evaluate_agent(env, act: AgentAct, episodes: int, seed: int) -> dict[str, fl
         returns.append(ret)
         lengths.append(steps)
     return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns)),
-            "mean_length": float(np.mean(lengths)), "episodes": episodes}
+            "mean_length": float(np.mean(lengths)), "eval_episodes": episodes}
 
 
 class Progress:

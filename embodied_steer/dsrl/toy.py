@@ -88,6 +88,10 @@ class ToyFlowPolicy(SteerablePolicy):
     def noise_spec(self) -> NoiseSpec:
         return NoiseSpec((self.info.chunk_size, 2), 2)
 
+    def generate_batched(self, histories: Sequence[Sequence[Observation]], noise: torch.Tensor) -> np.ndarray:
+        """One chunk per (history, noise) pair: ``(B, chunk_size, 2)`` (the policy ignores observations)."""
+        return self._generate(histories[0], int(noise.shape[0]), noise, None)
+
     def _generate(self, history: Sequence[Observation], n: int, noise: torch.Tensor | None,
                   denoise_callback: DenoiseCallback | None) -> np.ndarray:
         x = noise.clone() if noise is not None else torch.randn((n, *self.noise_spec.shape), generator=self.generator)
