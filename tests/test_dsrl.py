@@ -359,3 +359,26 @@ def test_with_tiny_flow_policies_and_cameras(tmp_path):
         assert env.action_space.shape == (6,) and obs.shape == (policy.info.state_dim,)
         _, reward, _, _, info = env.step(np.full(6, 0.5, np.float32))
         assert info["executed_actions"].shape == (4, 7) and math.isfinite(reward)
+
+
+def test_shipped_lift_adapter_config_builds_a_policy_that_acts():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from embodied_steer.cli import compose, instantiate_policy
+    from embodied_steer.core.policy import InterventionPoint
+
+    if not (Path(__file__).resolve().parents[1] / "checkpoints" / "lift_dsrl" / "adapter.json").is_file():
+        pytest.skip("checkpoints/lift_dsrl not shipped")
+    cfg = compose("eval", ["policy=lift_dsrl"])
+    policy = instantiate_policy(cfg.policy)
+    assert policy.info.name == "lift_dsrl" and InterventionPoint.NOISE not in policy.interventions
+    from helpers import lift_like_observation
+
+    obs = lift_like_observation()
+    first = policy.act(obs).actions
+    assert first.shape == (8, 7) and np.isfinite(first).all()
+    policy.reset()
+    np.testing.assert_array_equal(policy.act(obs).actions, first)  # the actor's mean noise: deterministic
+    assert OmegaConf.select(cfg, "policy.adapter_path").endswith("checkpoints/lift_dsrl")
