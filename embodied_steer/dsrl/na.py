@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -156,6 +157,7 @@ class NASettings:
     tau: float = 0.005
     n_critics: int = 2
     layernorm: bool = True
+    init_temperature: float = 1.0
 
 
 class DSRLNA:
@@ -175,7 +177,7 @@ class DSRLNA:
         self.q_a_target.load_state_dict(self.q_a.state_dict())
         self.q_a_target.requires_grad_(False)
         self.q_w = CriticEnsemble(obs_dim, d, h, settings.n_critics, settings.layernorm)
-        self.log_alpha = torch.zeros(1, requires_grad=True)
+        self.log_alpha = torch.full((1,), math.log(settings.init_temperature), requires_grad=True)
         self.target_entropy = -float(d)
         self.opt = {
             "actor": torch.optim.Adam(self.actor.parameters(), lr=settings.lr),
@@ -319,7 +321,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
     action_dim = int(np.prod(train_env.env.action_space.shape))
     decode = make_decoder(train_env.policy, train_env.features, k, train_env.instruction)
     settings = NASettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.na_decode_batch, tau=cfg.tau,
-                          n_critics=cfg.n_critics, layernorm=cfg.na_layernorm)
+                          n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
+                          init_temperature=cfg.init_temperature)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None
@@ -373,10 +376,11 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                 log.info("dsrl_na offline update %d/%d: %s", i, cfg.offline_updates,
                          ", ".join(f"{k}={v:.3g}" for k, v in stats.items()))
         progress.scalars(stats if cfg.offline_updates else {})
-        if cfg.total_env_steps <= 0:
-            checkpoint()
-            progress.close()
-            return {}
+    if cfg.total_env_steps <= 0:  # offline only: evaluate the pre-trained actor once and save it
+        row = progress.run_eval(lambda o: agent.act(o, deterministic=True))
+        checkpoint()
+        progress.close()
+        return row
 
     obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
     episode_return = 0.0

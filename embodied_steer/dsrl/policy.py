@@ -48,7 +48,7 @@ class DSRLPolicy(SteerablePolicy):
         super().__init__(PolicyInfo(
             name=name or f"{info.name}+dsrl", chunk_size=info.chunk_size,
             execute_steps=int(execute_steps or info.execute_steps), action_bounds=info.action_bounds,
-            state_dim=info.state_dim, env_state_dim=info.env_state_dim if features.env_state_dim else info.env_state_dim,
+            state_dim=info.state_dim, env_state_dim=features.env_state_dim or info.env_state_dim,
             cameras=info.cameras, uses_instruction=info.uses_instruction,
             extra={**info.extra, "dsrl": {"latent": latent.to_dict(), "features": features.to_dict()}},
         ))

@@ -34,6 +34,9 @@ class SACSettings:
         learning_starts: agent steps of uniform-random actions before learning.
         buffer_size: replay capacity in agent steps.
         target_entropy: ``"auto"`` (−dim) or a number.
+        init_temperature: the entropy coefficient α at the start (SB3's default is 1.0; with a
+            112-dim latent and a sparse 0/1 reward that entropy bonus dominates for thousands of
+            updates, so smaller values learn sooner).
     """
 
     hidden: list[int] = field(default_factory=lambda: [256, 256])
@@ -46,6 +49,7 @@ class SACSettings:
     learning_starts: int = 100
     buffer_size: int = 200_000
     target_entropy: Any = "auto"
+    init_temperature: float = 1.0
 
 
 def build_sac(env, settings: SACSettings, seed: int, tensorboard_dir: str | None = None):
@@ -55,7 +59,7 @@ def build_sac(env, settings: SACSettings, seed: int, tensorboard_dir: str | None
     return SAC(
         "MlpPolicy", env, learning_rate=settings.lr, buffer_size=settings.buffer_size,
         learning_starts=settings.learning_starts, batch_size=settings.batch_size, tau=settings.tau,
-        gamma=settings.gamma, train_freq=1, gradient_steps=settings.utd, ent_coef="auto",
+        gamma=settings.gamma, train_freq=1, gradient_steps=settings.utd, ent_coef=f"auto_{settings.init_temperature}",
         target_entropy=settings.target_entropy,
         policy_kwargs={"net_arch": list(settings.hidden), "n_critics": settings.n_critics},
         tensorboard_log=tensorboard_dir, seed=seed, device="cpu", verbose=0,

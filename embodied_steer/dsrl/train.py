@@ -61,6 +61,7 @@ class AdaptConfig:
     utd: int = 2
     learning_starts: int = 100
     buffer_size: int = 200_000
+    init_temperature: float = 1.0
     # DSRL-NA only
     na_decode_batch: int = 64
     na_layernorm: bool = True
@@ -70,7 +71,10 @@ class AdaptConfig:
     def check(self) -> None:
         if self.algo not in ALGOS:
             raise ConfigError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        for name in ("total_env_steps", "eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd"):
+        offline_only = self.algo == "dsrl_na" and self.offline_dataset and self.offline_updates > 0
+        if self.total_env_steps < (0 if offline_only else 1):
+            raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
+        for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -175,7 +179,7 @@ def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, g
              base_config: Mapping[str, Any] | None) -> dict[str, Any]:
     settings = SACSettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.batch_size, tau=cfg.tau, gamma=gamma,
                            n_critics=cfg.n_critics, utd=cfg.utd, learning_starts=cfg.learning_starts,
-                           buffer_size=cfg.buffer_size)
+                           buffer_size=cfg.buffer_size, init_temperature=cfg.init_temperature)
     model = build_sac(train_env, settings, cfg.seed, str(out / "tb"))
     ckpt = out / "checkpoint"
     counters = None

@@ -2,9 +2,9 @@
 
 Usage (the runs are made with the commands in benchmarks/RESULTS.md)::
 
-    python benchmarks/dsrl_lift.py --runs outputs/adapt/lift_dsrl_sac outputs/adapt/lift_dsrl_na \
+    python benchmarks/bench_dsrl_lift.py --runs outputs/adapt/lift_dsrl_sac outputs/adapt/lift_dsrl_na \
         outputs/adapt/lift_raw_sac --base outputs/adapt/lift_base_eval \
-        --base-zero outputs/adapt/lift_base_zero_noise_eval --plot benchmarks/dsrl_lift_curves.png
+        --base-zero outputs/adapt/lift_base_zero_noise_eval --plot benchmarks/figures/dsrl_lift.png
 
 Prints a Markdown table (env steps reached, eval success at each evaluation, first evaluation at or
 above the target, wall time) and draws eval success and the rolling training-episode success vs
