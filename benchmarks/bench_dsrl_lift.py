@@ -74,7 +74,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.5))
         for i, (name, (curve, train)) in enumerate(curves.items()):
             color = f"C{i}"
             if curve:
@@ -95,7 +95,7 @@ def main() -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.set_title("Lift: DSRL vs base policy vs raw-action SAC (CPU)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
         print(f"\nplot: {args.plot}")
