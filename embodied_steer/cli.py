@@ -10,6 +10,7 @@ Usage::
     embodied-steer eval --cfg                  # print the composed config and exit
     embodied-steer record env=lift policy=scripted_lift episodes=50
     embodied-steer train dataset_root=data/lift_demos steps=2000
+    embodied-steer adapt env=lift policy=lift_diffusion algo=dsrl_sac total_env_steps=30000
     embodied-steer list                        # the env, policy and steer catalogues
 
 Overrides use Hydra's syntax (``key=value``, ``+new_key=value``, ``env.cameras=[agentview]``).
@@ -32,7 +33,7 @@ from embodied_steer import catalog
 from embodied_steer.core.errors import ConfigError, SteerError
 
 log = logging.getLogger("embodied_steer")
-COMMANDS = ("eval", "sweep", "record", "train", "list")
+COMMANDS = ("eval", "sweep", "record", "train", "adapt", "list")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -274,6 +275,12 @@ def cmd_train(cfg: DictConfig) -> int:
     return 0
 
 
+def cmd_adapt(cfg: DictConfig) -> int:
+    from embodied_steer.dsrl.cli import adapt_from_config
+
+    return adapt_from_config(cfg)
+
+
 def cmd_list(_: DictConfig | None = None) -> int:
     for group in catalog.GROUPS:
         print(f"{group}:")
@@ -303,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if show:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        return {"eval": cmd_eval, "sweep": cmd_sweep, "record": cmd_record, "train": cmd_train}[command](cfg)
+        return {"eval": cmd_eval, "sweep": cmd_sweep, "record": cmd_record, "train": cmd_train,
+                "adapt": cmd_adapt}[command](cfg)
     except SteerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

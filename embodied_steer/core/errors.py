@@ -23,3 +23,11 @@ class CheckpointError(SteerError, FileNotFoundError):
 
 class ConfigError(SteerError, ValueError):
     """A configuration names something that does not exist or has an invalid value."""
+
+
+class NoiseBoundsError(SteerError, ValueError):
+    """A latent noise action (DSRL) lies outside its box ``[-b, b]``, has the wrong shape, or is not finite."""
+
+
+class RewardError(SteerError, ValueError):
+    """An environment returned a NaN or infinite reward."""

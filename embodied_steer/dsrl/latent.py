@@ -1,0 +1,112 @@
+"""The latent action of DSRL: a bounded vector that becomes the sampler's initial noise.
+
+Three parameterisations, all mapping a latent ``w`` (the agent's action) to a noise batch of the
+policy's declared :class:`~embodied_steer.core.policy.NoiseSpec` shape ``(H, D)``:
+
+``full``     ``w`` has the noise shape itself, flattened to ``(H·D,)``; the map is a reshape.
+``tile``     ``w`` has shape ``(D,)``; the same vector is used at every one of the ``H`` chunk steps.
+             Needs a noise spec with at least 2 axes (``(horizon, dim)``).
+``project``  ``w`` has shape ``(d,)`` with ``d`` chosen by the user; a fixed random matrix with
+             orthonormal rows (seeded, stored with the adapter) lifts it to ``(H·D,)``, scaled by
+             ``sqrt(H·D / d)`` so that ``w ~ N(0, I_d)`` gives noise entries of unit variance on
+             average.
+
+Every adapter that declares the ``NOISE`` point supports all three: they only change what the
+agent chooses, the sampler always receives a full ``(N, *noise_spec.shape)`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from embodied_steer.core.errors import ConfigError, NoiseBoundsError
+from embodied_steer.core.policy import NoiseSpec
+
+LatentMode = Literal["full", "tile", "project"]
+MODES = ("full", "tile", "project")
+
+
+@dataclass
+class LatentNoiseMap:
+    """Turns latent actions ``(B, latent_dim)`` into sampler noise ``(B, *spec.shape)``.
+
+    Attributes:
+        spec: the policy's noise spec.
+        mode: ``"full"``, ``"tile"`` or ``"project"``.
+        bound: the box half-width ``b``; latents must lie in ``[-b, b]``.
+        latent_dim: size of the latent (set from ``mode`` unless ``project``).
+        seed: seed of the projection matrix (``project`` only).
+    """
+
+    spec: NoiseSpec
+    mode: LatentMode = "full"
+    bound: float = 1.5
+    latent_dim: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"latent mode must be one of {MODES}, got {self.mode!r}")
+        if not (self.bound > 0 and math.isfinite(self.bound)):
+            raise ConfigError(f"noise bound b must be a positive number, got {self.bound}")
+        full = int(np.prod(self.spec.shape))
+        self._projection: torch.Tensor | None = None
+        if self.mode == "full":
+            self.latent_dim = full
+        elif self.mode == "tile":
+            if len(self.spec.shape) < 2:
+                raise ConfigError(f"latent mode 'tile' needs a (horizon, dim) noise shape, policy declares {self.spec.shape}")
+            self.latent_dim = int(np.prod(self.spec.shape[1:]))
+        else:
+            if self.latent_dim is None or not 1 <= int(self.latent_dim) <= full:
+                raise ConfigError(f"latent mode 'project' needs latent_dim in [1, {full}], got {self.latent_dim}")
+            self.latent_dim = int(self.latent_dim)
+            g = torch.Generator().manual_seed(int(self.seed))
+            q, _ = torch.linalg.qr(torch.randn(full, self.latent_dim, generator=g))  # (full, d), orthonormal columns
+            self._projection = q.T.contiguous() * math.sqrt(full / self.latent_dim)  # (d, full)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (int(self.latent_dim),)
+
+    def check(self, latent: np.ndarray | torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
+        """Validate a ``(B, latent_dim)`` or ``(latent_dim,)`` latent; return ``(B, latent_dim)`` float32."""
+        w = torch.as_tensor(np.asarray(latent, dtype=np.float32) if not isinstance(latent, torch.Tensor) else latent,
+                            dtype=torch.float32)
+        if w.ndim == 1:
+            w = w[None]
+        if w.ndim != 2 or w.shape[1] != self.latent_dim:
+            raise NoiseBoundsError(f"latent noise must have shape (B, {self.latent_dim}) or ({self.latent_dim},), "
+                                   f"got {tuple(torch.as_tensor(latent).shape)}")
+        if not torch.isfinite(w).all():
+            raise NoiseBoundsError("latent noise contains NaN or inf")
+        worst = float(w.abs().max())
+        if worst > self.bound + tol:
+            raise NoiseBoundsError(f"latent noise outside the box [-{self.bound}, {self.bound}]: max |w| = {worst:.4f}")
+        return w.clamp(-self.bound, self.bound)
+
+    def to_noise(self, latent: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B, latent_dim)`` latent → ``(B, *spec.shape)`` sampler noise (checked against the box)."""
+        w = self.check(latent)
+        if self.mode == "full":
+            flat = w
+        elif self.mode == "tile":
+            flat = w[:, None, :].expand(w.shape[0], self.spec.shape[0], w.shape[1]).reshape(w.shape[0], -1)
+        else:
+            flat = w @ self._projection
+        return flat.reshape(w.shape[0], *self.spec.shape).contiguous()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"mode": self.mode, "bound": float(self.bound), "latent_dim": int(self.latent_dim), "seed": int(self.seed),
+                "noise_shape": list(self.spec.shape), "action_dims": int(self.spec.action_dims)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> "LatentNoiseMap":
+        spec = NoiseSpec(tuple(int(x) for x in d["noise_shape"]), int(d["action_dims"]))
+        return cls(spec, mode=d["mode"], bound=float(d["bound"]),
+                   latent_dim=int(d["latent_dim"]) if d["mode"] == "project" else None, seed=int(d["seed"]))

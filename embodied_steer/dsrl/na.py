@@ -1,0 +1,416 @@
+"""DSRL-NA (noise-aliased DSRL), in plain torch.
+
+Why not SB3: NA has two critics over *different* spaces — an action-space critic ``Q_A(s, a)``
+trained by TD on executed action chunks, and a noise-space critic ``Q_W(s, w)`` distilled from
+``Q_A`` through the frozen sampler ``a = π_dp(s, w)`` — and its targets need the base policy run on
+minibatches. SB3's ``SAC.train`` is one fixed actor/critic update with no hook for a second critic
+or for a non-learned decoder between actor and critic, so it cannot express this.
+
+One update (all networks are LayerNorm MLPs; the ``Q`` ensembles use a min over members):
+
+1. ``Q_A`` TD: ``y = R + γ^n (1 − terminal) · min_i Q̄_A,i(s', π_dp(s', w'))``, ``w' ~ π_W(·|s')``,
+   where ``R`` and ``γ^n`` are the chunk's discounted return and discount
+   (:class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv`); ``a`` is the executed chunk, so offline
+   ``(s, a, r, s')`` data with unknown noise trains it as well.
+2. ``Q_W`` distillation: ``w ~ N(0, I)`` clipped to the box, ``Σ_i (Q_W,i(s, w) − min_j Q_A,j(s, π_dp(s, w)))²``.
+3. actor: ``α log π_W(w|s) − min_i Q_W,i(s, w)``, ``w ~ π_W`` (reparameterised, ``b · tanh``).
+4. temperature: ``−log α · (log π + H̄)``, ``H̄ = −latent_dim`` (automatic).
+5. Polyak update of ``Q̄_A``.
+
+Steps 1–2 decode ``na_decode_batch`` samples through the base policy per update (the expensive
+part on CPU); the actor and temperature use the same minibatch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from embodied_steer.core.errors import ConfigError
+from embodied_steer.core.policy import SteerablePolicy
+from embodied_steer.core.types import Observation
+from embodied_steer.dsrl.features import ObsFeatures
+from embodied_steer.dsrl.latent import LatentNoiseMap
+from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor
+
+log = logging.getLogger("embodied_steer.dsrl")
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(obs (B, D_obs), noise (B, *noise_shape)) → executed chunk (B, k·D_action)``, no gradient."""
+
+
+# =========================================================================== decoding through the frozen sampler
+def make_decoder(policy: SteerablePolicy, features: ObsFeatures, execute_steps: int, instruction: str = "") -> Decoder:
+    """A batched ``(obs, noise) → actions`` map through ``policy``'s deterministic sampler.
+
+    The agent observation is turned back into the policy's observation history
+    (:meth:`ObsFeatures.to_observations`), so this works for policies that read only ``state`` /
+    ``env_state``; policies with cameras are refused (their images are not in the replay buffer).
+    LeRobot's DiffusionPolicy gets a fully batched path (one U-Net pass per denoising step for the
+    whole minibatch), so does any policy with a ``generate_batched(histories, noise) -> (B, T, D)``
+    method; other adapters are decoded sample by sample.
+    """
+    if policy.info.cameras:
+        raise ConfigError(f"DSRL-NA re-runs the base policy on replayed observations, which hold no images; "
+                          f"policy '{policy.info.name}' reads cameras {list(policy.info.cameras)} (use dsrl_sac)")
+    from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
+
+    def histories(obs: torch.Tensor) -> list[list[Observation]]:
+        return [features.to_observations(o, instruction) for o in obs.cpu().numpy()]
+
+    if isinstance(policy, LeRobotDiffusionPolicy):
+
+        @torch.no_grad()
+        def decode(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            batches = [policy._batch(h, 1) for h in histories(obs)]
+            batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+            model = policy.policy.diffusion
+            sample = policy._denoise(noise.float(), model._prepare_global_conditioning(batch), None)
+            start = int(policy.policy.config.n_obs_steps) - 1
+            chunk = policy.postprocessor(sample[:, start : start + int(policy.policy.config.n_action_steps)])
+            return torch.as_tensor(chunk)[:, :execute_steps].reshape(obs.shape[0], -1).float()
+
+        return decode
+
+    if hasattr(policy, "generate_batched"):
+
+        @torch.no_grad()
+        def decode_batched(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            chunk = torch.as_tensor(policy.generate_batched(histories(obs), noise))
+            return chunk[:, :execute_steps].reshape(obs.shape[0], -1).float()
+
+        return decode_batched
+
+    @torch.no_grad()
+    def decode_each(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        out = []
+        for h, w in zip(histories(obs), noise):
+            out.append(torch.as_tensor(policy._generate(h, 1, w[None], None))[0, :execute_steps].reshape(-1))
+        return torch.stack(out).float()
+
+    return decode_each
+
+
+# =========================================================================== replay
+class ChunkReplay:
+    """Fixed-capacity replay of chunk transitions ``(s, a_exec, R, γ^n, terminal, s')``.
+
+    ``a_exec`` is the executed chunk flattened to ``(k·D_action,)`` (zero-padded when the episode
+    ended inside the chunk). Saved as one ``.npz``.
+    """
+
+    FIELDS = ("obs", "action", "reward", "discount", "terminal", "next_obs")
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+        self.capacity = int(capacity)
+        self.data = {
+            "obs": np.zeros((capacity, obs_dim), np.float32), "action": np.zeros((capacity, action_dim), np.float32),
+            "reward": np.zeros(capacity, np.float32), "discount": np.zeros(capacity, np.float32),
+            "terminal": np.zeros(capacity, np.float32), "next_obs": np.zeros((capacity, obs_dim), np.float32),
+        }
+        self.size = 0
+        self.pos = 0
+
+    def add(self, obs, action, reward, discount, terminal, next_obs) -> None:
+        row = dict(obs=obs, action=action, reward=reward, discount=discount, terminal=terminal, next_obs=next_obs)
+        for k in self.FIELDS:
+            self.data[k][self.pos] = row[k]
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        idx = rng.integers(0, self.size, size=n)
+        return {k: torch.as_tensor(v[idx]) for k, v in self.data.items()}
+
+    def save(self, path: Path) -> None:
+        np.savez(path, size=self.size, pos=self.pos, **{k: v[: self.size] for k, v in self.data.items()})
+
+    def load(self, path: Path) -> None:
+        with np.load(path) as z:
+            self.size, self.pos = int(z["size"]), int(z["pos"])
+            for k in self.FIELDS:
+                self.data[k][: self.size] = z[k]
+
+
+def pad_chunk(executed: np.ndarray, k: int, action_dim: int) -> np.ndarray:
+    """``(n, D)`` executed actions, ``n ≤ k`` → ``(k·D,)`` zero-padded."""
+    out = np.zeros((k, action_dim), np.float32)
+    out[: len(executed)] = executed
+    return out.reshape(-1)
+
+
+# =========================================================================== the learner
+@dataclass
+class NASettings:
+    hidden: Sequence[int] = (256, 256)
+    lr: float = 3e-4
+    batch_size: int = 64
+    tau: float = 0.005
+    n_critics: int = 2
+    layernorm: bool = True
+    init_temperature: float = 1.0
+
+
+class DSRLNA:
+    """Networks, optimisers and the update of DSRL-NA (see the module docstring)."""
+
+    def __init__(self, obs_dim: int, chunk_dim: int, latent: LatentNoiseMap, decode: Decoder, settings: NASettings,
+                 seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.s = settings
+        self.latent = latent
+        self.decode = decode
+        d = int(latent.latent_dim)
+        h = list(settings.hidden)
+        self.actor = NoiseActor(obs_dim, d, h, latent.bound, settings.layernorm)
+        self.q_a = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
+        self.q_a_target = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
+        self.q_a_target.load_state_dict(self.q_a.state_dict())
+        self.q_a_target.requires_grad_(False)
+        self.q_w = CriticEnsemble(obs_dim, d, h, settings.n_critics, settings.layernorm)
+        self.log_alpha = torch.full((1,), math.log(settings.init_temperature), requires_grad=True)
+        self.target_entropy = -float(d)
+        self.opt = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=settings.lr),
+            "q_a": torch.optim.Adam(self.q_a.parameters(), lr=settings.lr),
+            "q_w": torch.optim.Adam(self.q_w.parameters(), lr=settings.lr),
+            "alpha": torch.optim.Adam([self.log_alpha], lr=settings.lr),
+        }
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "q_a": self.q_a, "q_a_target": self.q_a_target, "q_w": self.q_w}
+
+    def _noise(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.latent.to_noise(latent.clamp(-self.latent.bound, self.latent.bound))
+
+    def critic_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """TD loss of the action-space critic on executed chunks (step 1)."""
+        with torch.no_grad():
+            w_next, _ = self.actor(batch["next_obs"])
+            a_next = self.decode(batch["next_obs"], self._noise(w_next))
+            q_next = self.q_a_target(batch["next_obs"], a_next).min(0).values
+            y = batch["reward"] + batch["discount"] * (1 - batch["terminal"]) * q_next
+        return ((self.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
+
+    def distill_loss(self, obs: torch.Tensor) -> torch.Tensor:
+        """Noise-critic distillation from the action critic on sampled noise (step 2)."""
+        w = torch.randn(obs.shape[0], int(self.latent.latent_dim), generator=self.generator)
+        w = w.clamp(-self.latent.bound, self.latent.bound)
+        with torch.no_grad():
+            target = self.q_a(obs, self.decode(obs, self._noise(w))).min(0).values
+        return ((self.q_w(obs, w) - target) ** 2).mean()
+
+    def actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actor loss over noise (step 3) and the log-probabilities it used."""
+        w, log_prob = self.actor(obs)
+        alpha = self.log_alpha.exp().detach()
+        return (alpha * log_prob - self.q_w(obs, w).min(0).values).mean(), log_prob
+
+    def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        stats = {}
+        for name, loss_fn in (("q_a", lambda: self.critic_loss(batch)), ("q_w", lambda: self.distill_loss(batch["obs"]))):
+            loss = loss_fn()
+            self.opt[name].zero_grad()
+            loss.backward()
+            self.opt[name].step()
+            stats[f"loss/{name}"] = loss.item()
+        loss, log_prob = self.actor_loss(batch["obs"])
+        self.opt["actor"].zero_grad()
+        loss.backward()
+        self.opt["actor"].step()
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        self.opt["alpha"].zero_grad()
+        alpha_loss.backward()
+        self.opt["alpha"].step()
+        with torch.no_grad():
+            for p, tp in zip(self.q_a.parameters(), self.q_a_target.parameters()):
+                tp.mul_(1 - self.s.tau).add_(self.s.tau * p)
+        stats.update({"loss/actor": loss.item(), "alpha": self.log_alpha.exp().item()})
+        return stats
+
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs, np.float32))[None]
+        if deterministic:
+            return self.actor.deterministic(x)[0].numpy()
+        with torch.no_grad():
+            return self.actor(x)[0][0].numpy()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, folder: Path) -> None:
+        tensors = {f"{n}.{k}": v.detach().contiguous() for n, m in self.networks().items() for k, v in m.state_dict().items()}
+        tensors["log_alpha"] = self.log_alpha.detach().clone()
+        save_file(tensors, str(folder / "networks.safetensors"))
+        torch.save({k: o.state_dict() for k, o in self.opt.items()} | {"generator": self.generator.get_state()},
+                   folder / "optim.pt")
+
+    def load(self, folder: Path) -> None:
+        tensors = load_file(str(folder / "networks.safetensors"))
+        for n, m in self.networks().items():
+            m.load_state_dict({k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")})
+        with torch.no_grad():
+            self.log_alpha.copy_(tensors["log_alpha"])
+        state = torch.load(folder / "optim.pt", weights_only=False)
+        for k, o in self.opt.items():
+            o.load_state_dict(state[k])
+        self.generator.set_state(state["generator"])
+
+
+# =========================================================================== offline data
+def offline_transitions(root: str | Path, features: ObsFeatures, k: int, gamma: float, action_dim: int,
+                        repo_id: str = "local/dataset") -> list[tuple]:
+    """Chunk transitions ``(s, a_exec, R, γ^n, terminal, s')`` from a LeRobot dataset.
+
+    One transition starts at every frame ``t`` (overlapping windows). The dataset's ``next.reward``
+    and ``next.done`` columns are used when present; a demonstration set without them (what
+    ``embodied-steer record`` writes, with only successful episodes by default) is read as reward 1
+    at the last frame of each episode, which then terminates.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root)
+    if not (root / "meta" / "info.json").is_file():
+        raise ConfigError(f"no LeRobot dataset at {root}")
+    ds = LeRobotDataset(repo_id, root=root)
+    table = ds.hf_dataset.with_format("numpy")
+    ep = np.asarray(table["episode_index"]).reshape(-1)
+    state = np.asarray(table["observation.state"], np.float32) if features.state_dim else None
+    env_state = np.asarray(table["observation.environment_state"], np.float32) if features.env_state_dim else None
+    actions = np.asarray(table["action"], np.float32)
+    if actions.shape[1] != action_dim:
+        raise ConfigError(f"dataset actions have {actions.shape[1]} dims, the environment {action_dim}")
+    names = set(table.column_names)
+    reward = np.asarray(table["next.reward"], np.float32).reshape(-1) if "next.reward" in names else None
+    frames = np.concatenate([x for x in (state, env_state) if x is not None], axis=1)
+    out = []
+    for e in np.unique(ep):
+        idx = np.flatnonzero(ep == e)
+        length = len(idx)
+        r = reward[idx] if reward is not None else np.eye(1, length, length - 1, dtype=np.float32)[0]
+        f = frames[idx]
+
+        def feat(t: int) -> np.ndarray:
+            return features.stack([f[max(0, t - j)] for j in reversed(range(features.history))])
+
+        for t in range(length):
+            n = min(k, length - t)
+            ret = float(sum(gamma**i * r[t + i] for i in range(n)))
+            terminal = t + n >= length
+            out.append((feat(t), pad_chunk(actions[idx[t : t + n]], k, action_dim), ret, gamma**n, float(terminal),
+                        feat(min(t + n, length - 1))))
+    return out
+
+
+# =========================================================================== the run loop
+def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DSRL-NA: optional offline pre-training, then online interaction with the latent MDP."""
+    from embodied_steer.dsrl.policy import save_adapter
+    from embodied_steer.dsrl.progress import Counters, Progress, read_curve, truncate_logs
+    from embodied_steer.dsrl.train import _atomic
+
+    k = train_env.execute_steps
+    action_dim = int(np.prod(train_env.env.action_space.shape))
+    decode = make_decoder(train_env.policy, train_env.features, k, train_env.instruction)
+    settings = NASettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.na_decode_batch, tau=cfg.tau,
+                          n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
+                          init_temperature=cfg.init_temperature)
+    agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
+    online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
+    offline: ChunkReplay | None = None
+    ckpt = out / "checkpoint"
+    rng = np.random.default_rng(cfg.seed)
+    counters = None
+    if cfg.offline_dataset:
+        rows = offline_transitions(cfg.offline_dataset, train_env.features, k, cfg.gamma, action_dim)
+        offline = ChunkReplay(len(rows), train_env.features.dim, k * action_dim)
+        for row in rows:
+            offline.add(*row)
+        log.info("offline data: %d chunk transitions from %s", offline.size, cfg.offline_dataset)
+    if resuming:
+        agent.load(ckpt)
+        online.load(ckpt / "replay_buffer.npz")
+        saved = json.loads((ckpt / "counters.json").read_text())
+        counters = Counters(**saved["progress"])
+        rng = np.random.default_rng(cfg.seed + counters.agent_steps)
+        truncate_logs(out, counters.env_steps)
+        log.info("resumed dsrl_na at %d env steps (%d agent steps, replay buffer %d)", counters.env_steps,
+                 counters.agent_steps, online.size)
+    progress = Progress(out, algo="dsrl_na", eval_env=eval_env, eval_episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed,
+                        eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                        total_env_steps=cfg.total_env_steps, counters=counters)
+
+    def sample() -> dict[str, torch.Tensor]:
+        if offline is None or online.size == 0:
+            return (offline or online).sample(settings.batch_size, rng)
+        half = settings.batch_size // 2  # symmetric sampling of offline and online data
+        a, b = offline.sample(half, rng), online.sample(settings.batch_size - half, rng)
+        return {key: torch.cat([a[key], b[key]]) for key in a}
+
+    def checkpoint() -> None:
+        progress.mark_checkpoint()
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir(parents=True, exist_ok=True)
+            agent.save(tmp)
+            online.save(tmp / "replay_buffer.npz")
+            (tmp / "counters.json").write_text(json.dumps({"progress": progress.counters_dict()}, indent=2))
+
+        _atomic(ckpt, write)
+        save_adapter(out / "adapter", agent.actor, train_env.latent, train_env.features, hidden=cfg.hidden,
+                     base_config=base_config, algo="dsrl_na", execute_steps=k)
+
+    if offline is not None and not resuming:
+        for i in range(int(cfg.offline_updates)):
+            stats = agent.update(sample())
+            progress.c.updates += 1
+            if i % max(1, cfg.offline_updates // 10) == 0:
+                log.info("dsrl_na offline update %d/%d: %s", i, cfg.offline_updates,
+                         ", ".join(f"{k}={v:.3g}" for k, v in stats.items()))
+        progress.scalars(stats if cfg.offline_updates else {})
+    if cfg.total_env_steps <= 0:  # offline only: evaluate the pre-trained actor once and save it
+        row = progress.run_eval(lambda o: agent.act(o, deterministic=True))
+        checkpoint()
+        progress.close()
+        return row
+
+    obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
+    episode_return = 0.0
+    stats: dict[str, float] = {}
+    while not progress.done:
+        learning = progress.c.agent_steps >= cfg.learning_starts or offline is not None
+        if learning:
+            w = agent.act(obs, deterministic=False)
+        else:
+            w = rng.uniform(-train_env.latent.bound, train_env.latent.bound, train_env.latent.shape).astype(np.float32)
+        next_obs, reward, terminated, truncated, info = train_env.step(w)
+        online.add(obs, pad_chunk(info["executed_actions"], k, action_dim), reward, info["discount"], float(terminated),
+                   next_obs)
+        episode_return += reward
+        end = terminated or truncated
+        progress.record_step(info["env_steps"], end, bool(info.get("is_success", False)), episode_return)
+        obs = next_obs
+        if end:
+            episode_return = 0.0
+            obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
+        if learning and online.size >= 1:
+            for _ in range(cfg.utd):
+                stats = agent.update(sample())
+                progress.c.updates += 1
+            progress.scalars(stats)
+        progress.maybe_log()
+        if progress.due_eval():
+            progress.run_eval(lambda o: agent.act(o, deterministic=True))
+        if progress.due_checkpoint():
+            checkpoint()
+    progress.close()
+    curve = read_curve(out)
+    return curve[-1] if curve else {}

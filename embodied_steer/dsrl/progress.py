@@ -1,0 +1,195 @@
+"""Book-keeping shared by every DSRL trainer: counters, periodic log line, evaluation, curve, plot.
+
+Everything a run produces lives in its output folder:
+
+``curve.jsonl``   one row per evaluation: env steps, success rate, mean return, wall seconds
+``train.jsonl``   one row per finished training episode (env steps, success, return)
+``tb/``           TensorBoard scalars (``eval/success_rate``, ``train/success``, losses)
+``curve.png``     success rate vs environment steps (redrawn at each evaluation)
+``checkpoint/``   the last checkpoint (see the trainers)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger("embodied_steer.dsrl")
+
+AgentAct = Callable[[np.ndarray], np.ndarray]
+"""Deterministic agent: observation ``(D_obs,)`` → action ``(A,)``."""
+
+
+@dataclass
+class Counters:
+    """What a checkpoint must carry so that a resumed run continues where it stopped."""
+
+    env_steps: int = 0
+    agent_steps: int = 0
+    episodes: int = 0
+    updates: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    next_log: int = 0
+    wall_seconds: float = 0.0
+    recent_success: list[int] = field(default_factory=list)
+
+
+def evaluate_agent(env, act: AgentAct, episodes: int, seed: int) -> dict[str, float]:
+    """Run ``episodes`` episodes (episode ``i`` reset with ``seed + i``) with a deterministic agent.
+
+    ``env`` is a :class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv` or
+    :class:`~embodied_steer.dsrl.raw.RawActionEnv`; success is ``info["is_success"]`` at any step.
+    """
+    successes, returns, lengths = [], [], []
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed + i)
+        done, success, ret, steps = False, bool(info.get("is_success", False)), 0.0, 0
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(act(obs))
+            ret += reward
+            steps += int(info.get("env_steps", 1))
+            success = success or bool(info.get("is_success", False))
+            done = terminated or truncated
+        successes.append(success)
+        returns.append(ret)
+        lengths.append(steps)
+    return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns)),
+            "mean_length": float(np.mean(lengths)), "eval_episodes": episodes}
+
+
+class Progress:
+    """Counters, periodic log lines, evaluations and the learning curve of one run."""
+
+    def __init__(self, out: Path, *, algo: str, eval_env, eval_episodes: int, eval_seed: int, eval_every: int,
+                 checkpoint_every: int, log_every: int, total_env_steps: int, counters: Counters | None = None):
+        self.out = out
+        self.algo = algo
+        self.eval_env = eval_env
+        self.eval_episodes = eval_episodes
+        self.eval_seed = eval_seed
+        self.eval_every = eval_every
+        self.checkpoint_every = checkpoint_every
+        self.log_every = log_every
+        self.total_env_steps = total_env_steps
+        self.c = counters or Counters()
+        self._t0 = time.perf_counter() - self.c.wall_seconds
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out / "tb"))
+
+    @property
+    def wall(self) -> float:
+        return time.perf_counter() - self._t0
+
+    @property
+    def done(self) -> bool:
+        return self.c.env_steps >= self.total_env_steps
+
+    def record_step(self, env_steps: int, episode_end: bool, success: bool, episode_return: float) -> None:
+        self.c.env_steps += int(env_steps)
+        self.c.agent_steps += 1
+        if episode_end:
+            self.c.episodes += 1
+            self.c.recent_success = (self.c.recent_success + [int(success)])[-20:]
+            self.tb.add_scalar("train/success", float(success), self.c.env_steps)
+            self.tb.add_scalar("train/return", episode_return, self.c.env_steps)
+            with open(self.out / "train.jsonl", "a") as f:
+                f.write(json.dumps({"env_steps": self.c.env_steps, "episode": self.c.episodes, "success": bool(success),
+                                    "return": float(episode_return)}) + "\n")
+
+    def scalars(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.tb.add_scalar(k, float(v), self.c.env_steps)
+
+    def maybe_log(self) -> None:
+        if self.c.env_steps < self.c.next_log:
+            return
+        self.c.next_log = self.c.env_steps + self.log_every
+        recent = np.mean(self.c.recent_success) if self.c.recent_success else float("nan")
+        log.info("%s: %d/%d env steps, %d episodes, %d updates, train success (last 20) %.2f, %.0f s",
+                 self.algo, self.c.env_steps, self.total_env_steps, self.c.episodes, self.c.updates, recent, self.wall)
+
+    def due_eval(self) -> bool:
+        return self.c.env_steps >= self.c.next_eval or self.done
+
+    def run_eval(self, act: AgentAct) -> dict[str, float]:
+        t0 = time.perf_counter()
+        result = evaluate_agent(self.eval_env, act, self.eval_episodes, self.eval_seed)
+        self.c.next_eval = self.c.env_steps + self.eval_every
+        row = {"env_steps": self.c.env_steps, "agent_steps": self.c.agent_steps, "episodes": self.c.episodes,
+               "wall_seconds": round(self.wall, 1), "eval_seconds": round(time.perf_counter() - t0, 1), **result}
+        with open(self.out / "curve.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.tb.add_scalar("eval/success_rate", result["success_rate"], self.c.env_steps)
+        self.tb.add_scalar("eval/mean_return", result["mean_return"], self.c.env_steps)
+        self.tb.flush()
+        plot_curves({self.algo: read_curve(self.out)}, self.out / "curve.png", title=f"{self.algo}: eval success")
+        log.info("%s eval at %d env steps: success %.2f over %d episodes (%.0f s)", self.algo, self.c.env_steps,
+                 result["success_rate"], self.eval_episodes, row["eval_seconds"])
+        return row
+
+    def due_checkpoint(self) -> bool:
+        return self.c.env_steps >= self.c.next_checkpoint or self.done
+
+    def mark_checkpoint(self) -> None:
+        self.c.next_checkpoint = self.c.env_steps + self.checkpoint_every
+        self.c.wall_seconds = self.wall
+
+    def counters_dict(self) -> dict:
+        self.c.wall_seconds = self.wall
+        return asdict(self.c)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def read_curve(out: Path) -> list[dict]:
+    path = Path(out) / "curve.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_logs(out: Path, env_steps: int) -> None:
+    """Drop curve / training rows written after the checkpoint being resumed (they will be redone)."""
+    for name in ("curve.jsonl", "train.jsonl"):
+        path = Path(out) / name
+        if path.exists():
+            rows = [line for line in path.read_text().splitlines() if line.strip()]
+            keep = [r for r in rows if json.loads(r)["env_steps"] <= env_steps]
+            path.write_text("".join(r + "\n" for r in keep))
+
+
+def plot_curves(curves: dict[str, list[dict]], path: Path, *, title: str, baseline: float | None = None,
+                target: float | None = None) -> Path:
+    """Success rate vs environment steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, rows in curves.items():
+        if rows:
+            ax.plot([r["env_steps"] for r in rows], [r["success_rate"] for r in rows], marker="o", ms=3, label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", ls="--", lw=1, label=f"base policy ({baseline:.2f})")
+    if target is not None:
+        ax.axhline(target, color="green", ls=":", lw=1, label=f"target ({target:.2f})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("success rate (eval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

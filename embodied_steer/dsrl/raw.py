@@ -1,0 +1,50 @@
+"""The plain-SAC baseline's environment: the raw action space, the same agent features.
+
+:class:`RawActionEnv` exposes a toolkit environment as a flat-``Box`` gymnasium env: observation =
+``state`` (+ ``env_state``) of the current step, action = the environment's own action
+(``(7,)`` for robosuite OSC_POSE), one environment step per agent step, reward unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from embodied_steer.core.errors import RewardError
+from embodied_steer.dsrl.features import ObsFeatures
+from embodied_steer.sim.base import to_observation
+
+
+class RawActionEnv(gym.Env):
+    """``env`` with flat observations (agent features, history 1) and its own action space."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env: gym.Env, *, use_env_state: bool = True) -> None:
+        self.env = env
+        self.features = ObsFeatures.for_env(env.observation_space, 1, use_env_state)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.dim,), np.float32)
+        self.action_space = env.action_space
+        self.total_env_steps = 0
+
+    def _vec(self, obs_dict: dict[str, Any]) -> np.ndarray:
+        return self.features.frame(to_observation(obs_dict))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        obs_dict, info = self.env.reset(seed=seed)
+        return self._vec(obs_dict), dict(info)
+
+    def step(self, action: np.ndarray):
+        obs_dict, reward, terminated, truncated, info = self.env.step(np.asarray(action, np.float32))
+        if not np.isfinite(reward):
+            raise RewardError(f"environment returned reward {reward}")
+        self.total_env_steps += 1
+        info = dict(info)
+        info.update(env_steps=1, discount=0.0)
+        return self._vec(obs_dict), float(reward), bool(terminated), bool(truncated), info
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,215 @@
+"""Run a DSRL adaptation: online DSRL-SAC, DSRL-NA (online or from a LeRobot dataset), or the
+raw-action SAC baseline, with periodic evaluation, logs, checkpoints and resume.
+
+Output folder layout: see :mod:`embodied_steer.dsrl.progress`, plus ``checkpoint/`` (the last
+checkpoint: networks as safetensors, optimiser states, replay buffer, counters) and ``adapter/``
+(the adapted policy, loadable with :meth:`DSRLPolicy.from_adapter` / a policy config).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from embodied_steer.core.errors import ConfigError
+from embodied_steer.core.policy import SteerablePolicy
+from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs
+from embodied_steer.dsrl.raw import RawActionEnv
+from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
+from embodied_steer.dsrl.wrapper import LatentNoiseEnv
+
+log = logging.getLogger("embodied_steer.dsrl")
+ALGOS = ("dsrl_sac", "dsrl_na", "raw_sac")
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of one run (the ``adapt`` command's config, minus env/policy).
+
+    Budget and schedule are in *environment* steps (a DSRL agent step executes a whole chunk).
+    """
+
+    algo: str = "dsrl_sac"
+    output_dir: str = "outputs/adapt/run"
+    total_env_steps: int = 30_000
+    eval_every: int = 3_000
+    eval_episodes: int = 10
+    eval_seed: int = 100_000
+    checkpoint_every: int = 2_000
+    log_every: int = 1_000
+    seed: int = 0
+    resume: bool = False
+    # latent MDP
+    bound: float = 1.5
+    latent_mode: str = "full"
+    latent_dim: int | None = None
+    gamma: float = 0.99
+    use_env_state: bool = True
+    # learner
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    lr: float = 3e-4
+    batch_size: int = 256
+    tau: float = 0.005
+    n_critics: int = 2
+    utd: int = 2
+    learning_starts: int = 100
+    buffer_size: int = 200_000
+    init_temperature: float = 1.0
+    # DSRL-NA only
+    na_decode_batch: int = 64
+    na_layernorm: bool = True
+    offline_dataset: str | None = None
+    offline_updates: int = 0
+
+    def check(self) -> None:
+        if self.algo not in ALGOS:
+            raise ConfigError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        offline_only = self.algo == "dsrl_na" and self.offline_dataset and self.offline_updates > 0
+        if self.total_env_steps < (0 if offline_only else 1):
+            raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
+        for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable[[], None]):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _Callback(BaseCallback):
+        """Counts env steps, logs, evaluates and checkpoints after each rollout step is stored."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.finished = False
+            self.episode_return = 0.0
+
+        def _on_step(self) -> bool:
+            if self.finished:
+                return False
+            info = self.locals["infos"][0]
+            self.episode_return += float(self.locals["rewards"][0])
+            end = bool(self.locals["dones"][0])
+            progress.record_step(int(info.get("env_steps", 1)), end, bool(info.get("is_success", False)),
+                                 self.episode_return)
+            if end:
+                self.episode_return = 0.0
+            return True
+
+        def _on_rollout_end(self) -> None:
+            # The transition is in the replay buffer now: a checkpoint here loses nothing.
+            progress.c.updates = int(model._n_updates)
+            progress.maybe_log()
+            if progress.due_eval():
+                progress.run_eval(sac_deterministic(model))
+            if progress.due_checkpoint():
+                progress.mark_checkpoint()
+                _atomic(ckpt, lambda tmp: save_sac(model, tmp, {"progress": progress.counters_dict()}))
+                on_checkpoint()
+            if progress.done:
+                self.finished = True
+
+    return _Callback()
+
+
+def _atomic(folder: Path, write: Callable[[Path], None]) -> None:
+    """Write a checkpoint into a temporary folder and swap it in, so a kill never leaves half of one."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePolicy | None,
+              base_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluating and checkpointing on the way; return the final evaluation row.
+
+    Args:
+        cfg: the run's settings.
+        make_env: builds a fresh toolkit environment (called twice: training and evaluation).
+        policy: the frozen base policy (``None`` only for ``raw_sac``).
+        base_config: the base policy's config, stored with the adapter so that it can be rebuilt.
+    """
+    cfg.check()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    ckpt = out / "checkpoint"
+    resuming = cfg.resume and (ckpt / "counters.json").is_file()
+    if out.exists() and not cfg.resume and any(out.iterdir()):
+        raise ConfigError(f"output folder {out} is not empty: pass resume=true to continue it or choose another")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    if cfg.algo == "raw_sac":
+        train_env, eval_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state), None
+        eval_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state)
+        gamma = cfg.gamma
+    else:
+        if policy is None:
+            raise ConfigError(f"{cfg.algo} needs a base policy")
+        kw = dict(bound=cfg.bound, latent_mode=cfg.latent_mode, latent_dim=cfg.latent_dim, gamma=cfg.gamma,
+                  use_env_state=cfg.use_env_state, projection_seed=cfg.seed)
+        train_env = LatentNoiseEnv(make_env(), policy, **kw)
+        eval_env = LatentNoiseEnv(make_env(), policy, check_determinism=False, **kw)
+        gamma = train_env.chunk_discount
+    try:
+        if cfg.algo == "dsrl_na":
+            from embodied_steer.dsrl.na import run_na
+
+            return run_na(cfg, train_env, eval_env, out, resuming, base_config)
+        return _run_sb3(cfg, train_env, eval_env, out, resuming, gamma, base_config)
+    finally:
+        train_env.close()
+        eval_env.close()
+
+
+def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, gamma: float,
+             base_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    settings = SACSettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.batch_size, tau=cfg.tau, gamma=gamma,
+                           n_critics=cfg.n_critics, utd=cfg.utd, learning_starts=cfg.learning_starts,
+                           buffer_size=cfg.buffer_size, init_temperature=cfg.init_temperature)
+    model = build_sac(train_env, settings, cfg.seed, str(out / "tb"))
+    ckpt = out / "checkpoint"
+    counters = None
+    if resuming:
+        saved = load_sac(model, ckpt)
+        counters = Counters(**saved["progress"])
+        truncate_logs(out, counters.env_steps)
+        log.info("resumed %s at %d env steps (%d agent steps, replay buffer %d)", cfg.algo, counters.env_steps,
+                 model.num_timesteps, model.replay_buffer.size())
+    progress = Progress(out, algo=cfg.algo, eval_env=eval_env, eval_episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed,
+                        eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                        total_env_steps=cfg.total_env_steps, counters=counters)
+
+    def export() -> None:
+        if isinstance(train_env, LatentNoiseEnv):
+            from embodied_steer.dsrl.networks import sb3_actor_to_noise_actor
+            from embodied_steer.dsrl.policy import save_adapter
+
+            actor = sb3_actor_to_noise_actor(sac_actor_state(model), train_env.features.dim,
+                                             int(train_env.latent.latent_dim), cfg.hidden, train_env.latent.bound)
+            save_adapter(out / "adapter", actor, train_env.latent, train_env.features, hidden=cfg.hidden,
+                         base_config=base_config, algo=cfg.algo, execute_steps=train_env.execute_steps)
+
+    if progress.done:
+        log.info("%s already finished (%d env steps)", cfg.algo, progress.c.env_steps)
+    else:
+        callback = _sb3_callback(progress, model, ckpt, export)
+        model.learn(total_timesteps=10**9, callback=callback, reset_num_timesteps=not resuming, tb_log_name=cfg.algo)
+    progress.close()
+    from embodied_steer.dsrl.progress import read_curve
+
+    curve = read_curve(out)
+    return curve[-1] if curve else {}

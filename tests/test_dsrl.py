@@ -1,0 +1,384 @@
+"""DSRL: the latent-noise wrapper, the latent maps, DSRL-NA's losses, the adapted policy, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from embodied_steer.core.errors import ConfigError, NoiseBoundsError, RewardError, UnsupportedIntervention
+from embodied_steer.core.policy import NoiseSpec
+from embodied_steer.dsrl.latent import LatentNoiseMap
+from embodied_steer.dsrl.toy import ToyFlowPolicy, ToyGoalEnv
+from embodied_steer.dsrl.wrapper import LatentNoiseEnv
+from embodied_steer.sim.base import to_observation
+
+
+# ------------------------------------------------------------------------------------------ latent maps
+def test_full_latent_is_a_reshape():
+    m = LatentNoiseMap(NoiseSpec((4, 3), 3), "full", bound=1.5)
+    w = torch.linspace(-1, 1, 12)[None]
+    assert m.shape == (12,)
+    assert torch.equal(m.to_noise(w), w.reshape(1, 4, 3))
+
+
+def test_tile_latent_repeats_over_the_horizon():
+    m = LatentNoiseMap(NoiseSpec((5, 2), 2), "tile", bound=1.0)
+    noise = m.to_noise(np.array([[0.25, -0.5]], np.float32))
+    assert noise.shape == (1, 5, 2)
+    assert torch.allclose(noise[0], torch.tensor([[0.25, -0.5]] * 5))
+
+
+def test_projected_latent_has_unit_variance_noise_on_average():
+    m = LatentNoiseMap(NoiseSpec((16, 7), 7), "project", bound=10.0, latent_dim=8, seed=3)
+    w = torch.randn(4000, 8, generator=torch.Generator().manual_seed(0)).clamp(-10, 10)
+    noise = m.to_noise(w)
+    assert noise.shape == (4000, 16, 7)
+    assert noise.var(0).mean().item() == pytest.approx(1.0, rel=0.1)
+    again = LatentNoiseMap.from_dict(m.to_dict())
+    assert torch.allclose(again.to_noise(w[:5]), noise[:5])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.full((1, 12), 1.6, np.float32), "outside the box"),
+    (np.zeros((1, 11), np.float32), "shape"),
+    (np.full((1, 12), np.nan, np.float32), "NaN"),
+])
+def test_bad_latents_are_rejected(bad, message):
+    m = LatentNoiseMap(NoiseSpec((4, 3), 3), "full", bound=1.5)
+    with pytest.raises(NoiseBoundsError, match=message):
+        m.to_noise(bad)
+
+
+def test_bad_latent_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="mode"):
+        LatentNoiseMap(NoiseSpec((4, 3), 3), "sparse")
+    with pytest.raises(ConfigError, match="latent_dim"):
+        LatentNoiseMap(NoiseSpec((4, 3), 3), "project")
+    with pytest.raises(ConfigError, match="positive"):
+        LatentNoiseMap(NoiseSpec((4, 3), 3), "full", bound=0.0)
+
+
+# ------------------------------------------------------------------------------------------ the wrapper
+def toy_wrapper(**kw) -> LatentNoiseEnv:
+    return LatentNoiseEnv(ToyGoalEnv(), ToyFlowPolicy(), **kw)
+
+
+def test_spaces_follow_the_noise_spec_and_the_features():
+    env = toy_wrapper(bound=1.25)
+    assert env.action_space.shape == (8,) and env.action_space.high.max() == pytest.approx(1.25)
+    assert env.observation_space.shape == (4,)  # state (2) + env_state (2), history 1
+    assert toy_wrapper(latent_mode="tile").action_space.shape == (2,)
+    assert toy_wrapper(use_env_state=False).observation_space.shape == (2,)
+
+
+def test_chunk_reward_is_discounted_and_the_discount_is_reported():
+    gamma = 0.9
+    env = toy_wrapper(gamma=gamma)
+    obs, _ = env.reset(seed=3)
+    w = np.full(8, 0.3, np.float32)
+    _, reward, terminated, _, info = env.step(w)
+    # replay the same chunk on a fresh env by hand
+    ref_env = ToyGoalEnv()
+    ref_env.reset(seed=3)
+    policy = ToyFlowPolicy()
+    policy.observe(to_observation(ref_env._obs()))
+    chunk = policy.generate(1, noise=torch.as_tensor(w).reshape(1, 4, 2)).actions[0]
+    rewards = [ref_env.step(a)[1] for a in chunk]
+    assert info["env_steps"] == 4 and not terminated
+    assert reward == pytest.approx(sum(gamma**i * r for i, r in enumerate(rewards)), rel=1e-6)
+    assert info["discount"] == pytest.approx(gamma**4)
+    assert env.chunk_discount == pytest.approx(gamma**4)
+    np.testing.assert_allclose(info["executed_actions"], chunk)
+    assert env.total_env_steps == 4
+
+
+def test_episode_end_inside_a_chunk_stops_execution():
+    env = LatentNoiseEnv(ToyGoalEnv(horizon=6), ToyFlowPolicy(), gamma=0.5)
+    env.reset(seed=0)
+    env.step(np.zeros(8, np.float32))
+    _, _, terminated, truncated, info = env.step(np.zeros(8, np.float32))
+    assert truncated and not terminated
+    assert info["env_steps"] == 2 and info["discount"] == pytest.approx(0.25)
+
+
+def test_same_noise_same_transition_different_noise_different():
+    w = np.random.default_rng(0).uniform(-1, 1, 8).astype(np.float32)
+    results = []
+    for noise in (w, w, -w):
+        env = toy_wrapper()
+        env.reset(seed=11)
+        obs, reward, *_ = env.step(noise)
+        results.append((obs, reward))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
+    assert not np.allclose(results[0][0], results[2][0])
+
+
+def test_noise_outside_the_box_is_an_error():
+    env = toy_wrapper(bound=1.0)
+    env.reset(seed=0)
+    with pytest.raises(NoiseBoundsError, match=r"\[-1.0, 1.0\]"):
+        env.step(np.full(8, 1.5, np.float32))
+
+
+def test_policy_without_noise_hook_is_refused():
+    class Blind(ToyFlowPolicy):
+        interventions = frozenset()
+
+    with pytest.raises(UnsupportedIntervention, match="noise"):
+        LatentNoiseEnv(ToyGoalEnv(), Blind())
+
+
+def test_action_dimension_mismatch_is_refused():
+    env = ToyGoalEnv()
+    env.action_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    with pytest.raises(ConfigError, match="3"):
+        LatentNoiseEnv(env, ToyFlowPolicy())
+
+
+def test_stochastic_sampler_is_refused():
+    env = LatentNoiseEnv(ToyGoalEnv(), ToyFlowPolicy(stochastic=True))
+    with pytest.raises(ConfigError, match="deterministic sampler"):
+        env.reset(seed=0)
+
+
+def test_nan_reward_is_an_error():
+    class NaNReward(ToyGoalEnv):
+        def step(self, action):
+            obs, _, term, trunc, info = super().step(action)
+            return obs, float("nan"), term, trunc, info
+
+    env = LatentNoiseEnv(NaNReward(), ToyFlowPolicy())
+    env.reset(seed=0)
+    with pytest.raises(RewardError, match="nan"):
+        env.step(np.zeros(8, np.float32))
+
+
+def test_tiny_lerobot_diffusion_in_a_lift_shaped_env():
+    from helpers import ACTION_DIM, ENV_DIM, STATE_DIM, tiny_diffusion_policy
+
+    class LiftShaped(ToyGoalEnv):
+        def __init__(self):
+            super().__init__()
+            self.action_space = gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32)
+            self.observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+                                                      "env_state": gym.spaces.Box(-np.inf, np.inf, (ENV_DIM,), np.float32)})
+
+        def _obs(self):
+            return {"state": np.full(STATE_DIM, self.pos[0], np.float32), "env_state": np.zeros(ENV_DIM, np.float32)}
+
+        def step(self, action):
+            return super().step(np.asarray(action)[:2])
+
+    policy = tiny_diffusion_policy()
+    env = LatentNoiseEnv(LiftShaped(), policy, latent_mode="tile")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2 * (STATE_DIM + ENV_DIM),)  # the policy's two-step history
+    assert env.action_space.shape == (ACTION_DIM,)
+    _, _, _, _, info = env.step(np.full(ACTION_DIM, 0.5, np.float32))
+    assert info["executed_actions"].shape == (policy.info.execute_steps, ACTION_DIM)
+
+
+def test_ddpm_diffusion_is_refused_as_nondeterministic():
+    from helpers import tiny_diffusion_policy
+
+    from embodied_steer.dsrl.toy import ToyGoalEnv as _Env
+
+    policy = tiny_diffusion_policy(scheduler="DDPM")
+    env = _Env()
+    env.action_space = gym.spaces.Box(-1, 1, (7,), np.float32)
+    env.observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-np.inf, np.inf, (9,), np.float32),
+                                             "env_state": gym.spaces.Box(-np.inf, np.inf, (10,), np.float32)})
+    env._obs = lambda: {"state": np.zeros(9, np.float32), "env_state": np.zeros(10, np.float32)}
+    wrapped = LatentNoiseEnv(env, policy)
+    with pytest.raises(ConfigError, match="DDIM"):
+        wrapped.reset(seed=0)
+
+
+# ------------------------------------------------------------------------------------------ DSRL-NA
+def na_agent(seed=0):
+    from embodied_steer.dsrl.na import DSRLNA, NASettings, make_decoder
+
+    env = toy_wrapper()
+    decode = make_decoder(env.policy, env.features, env.execute_steps)
+    agent = DSRLNA(env.features.dim, 4 * 2, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16), seed)
+    return env, agent, decode
+
+
+def na_batch(n=16, terminal=0.0):
+    g = torch.Generator().manual_seed(0)
+    return {"obs": torch.randn(n, 4, generator=g), "action": torch.rand(n, 8, generator=g) * 2 - 1,
+            "reward": torch.randn(n, generator=g), "discount": torch.full((n,), 0.9),
+            "terminal": torch.full((n,), terminal), "next_obs": torch.randn(n, 4, generator=g)}
+
+
+def test_na_decoder_matches_the_policy():
+    env, _, decode = na_agent()
+    obs, _ = env.reset(seed=2)
+    w = torch.full((1, 8), 0.7)
+    expected = env.decode(w.numpy()[0])[: env.execute_steps].reshape(-1)
+    np.testing.assert_allclose(decode(torch.as_tensor(obs)[None], env.latent.to_noise(w))[0].numpy(), expected, atol=1e-6)
+
+
+def test_na_terminal_target_is_the_reward_and_losses_fall():
+    _, agent, _ = na_agent()
+    batch = na_batch(terminal=1.0)
+    with torch.no_grad():
+        for p in agent.q_a_target.parameters():
+            p.add_(100.0)  # a wildly wrong target critic must not matter on terminal transitions
+    expected = ((agent.q_a(batch["obs"], batch["action"]) - batch["reward"]) ** 2).mean()
+    assert agent.critic_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    first = {k: v for k, v in agent.update(batch).items()}
+    for _ in range(60):
+        last = agent.update(batch)
+    assert last["loss/q_a"] < 0.2 * first["loss/q_a"]
+    assert last["loss/q_w"] < first["loss/q_w"] or last["loss/q_w"] < 1e-2
+
+
+def test_na_target_uses_the_minimum_of_the_ensemble():
+    _, agent, _ = na_agent()
+    batch = na_batch(terminal=0.0)
+    with torch.no_grad():  # make the two target critics constant 1 and 5 (last layer: zero weights, bias)
+        for net, value in zip(agent.q_a_target.nets, (1.0, 5.0)):
+            net[-1].weight.zero_()
+            net[-1].bias.fill_(value)
+    y = batch["reward"] + 0.9 * 1.0
+    expected = ((agent.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
+    assert agent.critic_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_na_actor_loss_moves_only_the_actor_and_respects_the_box():
+    _, agent, _ = na_agent()
+    obs = na_batch()["obs"]
+    w, _ = agent.actor(obs)
+    assert w.detach().abs().max().item() <= agent.latent.bound
+    loss, _ = agent.actor_loss(obs)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.parameters())
+    assert all(p.grad is None for p in agent.q_a.parameters())
+
+
+def test_na_refuses_camera_policies():
+    from embodied_steer.dsrl.features import ObsFeatures
+    from embodied_steer.dsrl.na import make_decoder
+
+    policy = ToyFlowPolicy()
+    policy.info.cameras = ("agentview",)
+    with pytest.raises(ConfigError, match="cameras"):
+        make_decoder(policy, ObsFeatures(2, 2, 1), 4)
+
+
+def test_offline_transitions_from_the_lift_demos():
+    from pathlib import Path
+
+    from embodied_steer.dsrl.features import ObsFeatures
+    from embodied_steer.dsrl.na import offline_transitions
+
+    root = Path(__file__).resolve().parents[1] / "data" / "lift_demos"
+    if not (root / "meta" / "info.json").is_file():
+        pytest.skip("data/lift_demos not present")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    rows = offline_transitions(root, ObsFeatures(9, 10, 2), k=8, gamma=0.9, action_dim=7)
+    assert len(rows) == info["total_frames"]
+    obs, action, ret, disc, terminal, nxt = rows[0]
+    assert obs.shape == (38,) and action.shape == (56,) and nxt.shape == (38,)
+    terminals = [r for r in rows if r[4] == 1.0]
+    assert all(r[2] > 0 for r in terminals)  # the success reward is inside every terminal chunk
+    assert sum(r[4] == 0.0 and r[2] == 0.0 for r in rows) > 0
+    last = max(terminals, key=lambda r: r[3])  # one-step chunk at an episode's last frame
+    assert last[2] == pytest.approx(1.0) and last[3] == pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------------------------------ adapted policy
+def test_adapted_policy_acts_with_the_actor_noise_and_round_trips(tmp_path):
+    from embodied_steer.dsrl.features import ObsFeatures
+    from embodied_steer.dsrl.networks import NoiseActor
+    from embodied_steer.dsrl.policy import DSRLPolicy, save_adapter
+    from embodied_steer.core.policy import InterventionPoint
+    from embodied_steer.sim.base import to_observation
+
+    base = ToyFlowPolicy()
+    latent = LatentNoiseMap(base.noise_spec, "tile", 1.5)
+    features = ObsFeatures(2, 2, 1)
+    torch.manual_seed(0)
+    actor = NoiseActor(4, 2, [16], 1.5)
+    policy = DSRLPolicy(base, actor, latent, features)
+    assert InterventionPoint.NOISE not in policy.interventions
+    env = ToyGoalEnv()
+    obs_dict, _ = env.reset(seed=0)
+    obs = to_observation(obs_dict)
+    chunk = policy.act(obs).actions
+    w = actor.deterministic(torch.as_tensor(features.frame(obs))[None])
+    base.reset()
+    np.testing.assert_allclose(chunk, base.act(obs, noise=latent.to_noise(w)).actions)
+    save_adapter(tmp_path / "adapter", actor, latent, features, hidden=[16],
+                 base_config={"_target_": "embodied_steer.dsrl.toy.ToyFlowPolicy"}, algo="test")
+    loaded = DSRLPolicy.from_adapter(tmp_path / "adapter")
+    np.testing.assert_allclose(loaded.act(obs).actions, chunk, atol=1e-6)
+
+
+def test_missing_adapter_files_are_named(tmp_path):
+    from embodied_steer.core.errors import CheckpointError
+    from embodied_steer.dsrl.policy import DSRLPolicy
+
+    with pytest.raises(CheckpointError, match="adapter.json"):
+        DSRLPolicy.from_adapter(tmp_path)
+
+
+def test_with_tiny_flow_policies_and_cameras(tmp_path):
+    from embodied_steer.adapters.tiny import tiny_pi0, tiny_smolvla
+    from embodied_steer.core.types import ActionBounds
+
+    class CameraEnv(ToyGoalEnv):
+        def __init__(self, state_dim):
+            super().__init__()
+            self.state_dim = state_dim
+            self.action_space = gym.spaces.Box(-1, 1, (7,), np.float32)
+            self.observation_space = gym.spaces.Dict({
+                "state": gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32),
+                "pixels": gym.spaces.Dict({"agentview": gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)})})
+
+        def _obs(self):
+            return {"state": np.full(self.state_dim, self.pos[0], np.float32),
+                    "pixels": {"agentview": np.full((32, 32, 3), 100, np.uint8)}}
+
+        def step(self, action):
+            return super().step(np.asarray(action)[:2])
+
+    for build in (tiny_pi0, tiny_smolvla):
+        policy = build(tmp_path / build.__name__, chunk_size=8, n_action_steps=4, num_steps=3)
+        policy.info.action_bounds = ActionBounds.symmetric(7)
+        policy.camera_map = {k: "agentview" for k in policy.info.extra["image_keys"]}
+        env = LatentNoiseEnv(CameraEnv(policy.info.state_dim), policy, latent_mode="project", latent_dim=6)
+        obs, _ = env.reset(seed=0)
+        assert env.action_space.shape == (6,) and obs.shape == (policy.info.state_dim,)
+        _, reward, _, _, info = env.step(np.full(6, 0.5, np.float32))
+        assert info["executed_actions"].shape == (4, 7) and math.isfinite(reward)
+
+
+def test_shipped_lift_adapter_config_builds_a_policy_that_acts():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from embodied_steer.cli import compose, instantiate_policy
+    from embodied_steer.core.policy import InterventionPoint
+
+    if not (Path(__file__).resolve().parents[1] / "checkpoints" / "lift_dsrl" / "adapter.json").is_file():
+        pytest.skip("checkpoints/lift_dsrl not shipped")
+    cfg = compose("eval", ["policy=lift_dsrl"])
+    policy = instantiate_policy(cfg.policy)
+    assert policy.info.name == "lift_dsrl" and InterventionPoint.NOISE not in policy.interventions
+    from helpers import lift_like_observation
+
+    obs = lift_like_observation()
+    first = policy.act(obs).actions
+    assert first.shape == (8, 7) and np.isfinite(first).all()
+    policy.reset()
+    np.testing.assert_array_equal(policy.act(obs).actions, first)  # the actor's mean noise: deterministic
+    assert OmegaConf.select(cfg, "policy.adapter_path").endswith("checkpoints/lift_dsrl")
