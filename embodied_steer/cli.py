@@ -1,4 +1,4 @@
-"""``embodied-steer`` command line: ``eval``, ``sweep``, ``record`` and ``train``, configured with Hydra.
+"""``embodied-steer`` command line: ``eval``, ``sweep``, ``record``, ``train`` and ``adapt``, configured with Hydra.
 
 Usage::
 
