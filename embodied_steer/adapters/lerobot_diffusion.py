@@ -33,6 +33,7 @@ from embodied_steer.core.policy import (
     StepEdit,
 )
 from embodied_steer.core.types import ActionBounds, Observation
+from embodied_steer.core.steps import denoise_step_context
 
 OBS_IMAGES = "observation.images"
 
@@ -169,6 +170,11 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
         names["unet.final_conv"] = unet.final_conv
         return names
 
+    def module_schedule(self) -> dict[str, str]:
+        """Name → ``"chunk"`` (observation encoders: once per chunk) or ``"step"`` (U-Net: once per
+        denoising step, inside :func:`~embodied_steer.core.steps.denoise_step_context`)."""
+        return {name: "chunk" if name.startswith("rgb_encoder") else "step" for name in self.modules()}
+
     # ------------------------------------------------------------------ sampling
     def _batch(self, history: Sequence[Observation], n: int) -> dict[str, torch.Tensor]:
         cfg = self.policy.config
@@ -207,7 +213,8 @@ class LeRobotDiffusionPolicy(SteerablePolicy):
         timesteps = scheduler.timesteps
         for i, t in enumerate(timesteps):
             t_batch = torch.full(sample.shape[:1], int(t), dtype=torch.long, device=sample.device)
-            eps = model.unet(sample, t_batch, global_cond=global_cond)
+            with denoise_step_context(i, len(timesteps), float(t)):  # hooks read the step (activation steering)
+                eps = model.unet(sample, t_batch, global_cond=global_cond)
             resample = None
             if callback is not None:
                 alpha_bar = float(scheduler.alphas_cumprod[int(t)])

@@ -75,6 +75,7 @@ from embodied_steer.core.policy import (
     StepEdit,
 )
 from embodied_steer.core.types import ActionBounds, Observation
+from embodied_steer.core.steps import denoise_step_context
 
 log = logging.getLogger(__name__)
 
@@ -719,7 +720,8 @@ class LeRobotFlowPolicy(SteerablePolicy):
         dt = -1.0 / steps
         for index in range(steps):
             t = 1.0 + index * dt  # same float arithmetic as LeRobot's euler_integrate
-            v = velocity(x, torch.tensor(t, dtype=torch.float32, device=x.device).expand(n))
+            with denoise_step_context(index, steps, t):  # hooks read the step (activation steering)
+                v = velocity(x, torch.tensor(t, dtype=torch.float32, device=x.device).expand(n))
             edit = None
             if denoise_callback is not None:
                 edit = self._call_back(denoise_callback, index, steps, t, x, v)

@@ -1,0 +1,442 @@
+"""Activation steering API on a tiny Llama token policy and the tiny PI0 / PI05 / SmolVLA / diffusion
+policies: kinds, addressing, step ranges, coefficients, clean removal and bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from embodied_steer.adapters.tiny_llama import TinyLlamaPolicy
+from embodied_steer.core import ConfigError, Observation, UnsupportedIntervention
+from embodied_steer.core.steps import current_denoise_step, denoise_step_context
+from embodied_steer.steering import (
+    PID,
+    AddressError,
+    Fixed,
+    Intervention,
+    Schedule,
+    ablate,
+    add,
+    as_coefficient,
+    attach,
+    clamp,
+    hook_counts,
+    make_measure,
+    resolve_modules,
+    rotate,
+    scale,
+    steer,
+    tower_members,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def llama() -> TinyLlamaPolicy:
+    return TinyLlamaPolicy(layers=2, width=64, mlp=128, state_dim=3, seed=0)
+
+
+@pytest.fixture()
+def obs() -> Observation:
+    return Observation(state=np.array([0.1, -0.2, 0.3], np.float32), instruction="lift the red cube")
+
+
+def ids(policy, obs):
+    return policy.encode(obs)
+
+
+def logits(policy, input_ids):
+    with torch.no_grad():
+        return policy.model(input_ids=input_ids).logits[0]
+
+
+def total_hooks(policy) -> int:
+    return sum(a + b for a, b in hook_counts(list(policy.modules().values())).values())
+
+
+def capture_output(module, fn):
+    seen = []
+    h = module.register_forward_hook(lambda m, a, o: seen.append((o[0] if isinstance(o, tuple) else o).detach().clone()))
+    try:
+        fn()
+    finally:
+        h.remove()
+    return seen
+
+
+# ----------------------------------------------------------------------------- kinds, numerically
+def test_clamp_of_a_neuron_promotes_its_value_vectors_top_token(llama, obs):
+    """A last-layer neuron whose value vector (down_proj column), read through the final norm and the
+    unembedding, points at token X: clamping it high makes X the argmax at the clamped position."""
+    modules = llama.modules()
+    down = modules["llm.layers.1.mlp.down_proj"].weight  # (d_model, d_ff)
+    gain = modules["llm.norm"].weight
+    scores = modules["llm.lm_head"].weight @ (gain[:, None] * down)  # (vocab, d_ff)
+    neuron = 5
+    token = int(scores[:, neuron].argmax())
+    x = ids(llama, obs)
+    before = logits(llama, x)[-1]
+    with steer(llama, [clamp("llm.layers.1.mlp", [neuron], 200.0, positions="last")]) as handle:
+        after = logits(llama, x)
+    assert handle.fired() == {"clamp#0@llm.layers.1.mlp.down_proj": 1}
+    assert int(after[-1].argmax()) == token
+    assert after[-1, token] - after[-1].mean() > before[token] - before.mean()
+    torch.testing.assert_close(after[:-1], logits(llama, x)[:-1])  # other positions untouched
+
+
+def down_input(policy, obs, name, interventions=()):
+    """The input of ``name`` during a forward pass, as seen after the interventions' hooks (a probe
+    registered after them runs after them)."""
+    seen = []
+    with steer(policy, list(interventions)):
+        probe = policy.modules()[name].register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+        try:
+            logits(policy, ids(policy, obs))
+        finally:
+            probe.remove()
+    return seen[0]
+
+
+def test_clamp_and_scale_set_down_proj_inputs(llama, obs):
+    name = "llm.layers.0.mlp.down_proj"
+    plain = down_input(llama, obs, name)
+    clamped = down_input(llama, obs, name, [clamp("llm.layers.0", [3, 7], 2.5)])  # a layer resolves to its MLP
+    assert torch.all(clamped[..., [3, 7]] == 2.5)
+    keep = [i for i in range(plain.shape[-1]) if i not in (3, 7)]
+    torch.testing.assert_close(clamped[..., keep], plain[..., keep])
+    scaled = down_input(llama, obs, name, [scale(name, [3], 0.0), scale("llm.layers.0.mlp", [7], 3.0)])
+    assert torch.all(scaled[..., 3] == 0)
+    torch.testing.assert_close(scaled[..., 7], 3.0 * plain[..., 7])
+    torch.testing.assert_close(scaled[..., keep], plain[..., keep])
+
+
+def test_add_vector_scaled_at_module_output(llama, obs):
+    x = ids(llama, obs)
+    plain = logits(llama, x)
+    vec = torch.randn(llama.vocab, generator=torch.Generator().manual_seed(0))
+    with steer(llama, [add("llm.lm_head", vec, coefficient=0.5)]):
+        steered = logits(llama, x)
+    torch.testing.assert_close(steered - plain, 0.5 * vec.expand_as(plain), atol=1e-5, rtol=0)
+
+
+def test_ablate_zeroes_the_projection(llama, obs):
+    x = ids(llama, obs)
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    unit = direction / direction.norm()
+    norm = llama.modules()["llm.norm"]
+    plain = capture_output(norm, lambda: logits(llama, x))[0]
+    with steer(llama, [ablate("llm.norm", direction)]):
+        full = capture_output(norm, lambda: logits(llama, x))[0]
+    with steer(llama, [ablate("llm.norm", direction, coefficient=0.5)]):
+        half = capture_output(norm, lambda: logits(llama, x))[0]
+    assert (plain @ unit).abs().min() > 1e-4
+    assert (full @ unit).abs().max() < 1e-5
+    torch.testing.assert_close(half @ unit, 0.5 * (plain @ unit), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(full - plain, -(plain @ unit)[..., None] * unit, atol=1e-5, rtol=1e-4)
+
+
+def test_rotation_preserves_norm_and_turns_by_the_angle(llama, obs):
+    x = ids(llama, obs)
+    g = torch.Generator().manual_seed(2)
+    u, v = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    norm = llama.modules()["llm.norm"]
+    plain = capture_output(norm, lambda: logits(llama, x))[0]
+    angle = 0.7
+    with steer(llama, [rotate("llm.norm", u, v, angle)]):
+        turned = capture_output(norm, lambda: logits(llama, x))[0]
+    torch.testing.assert_close(turned.norm(dim=-1), plain.norm(dim=-1), atol=1e-4, rtol=1e-5)
+    e1 = u / u.norm()
+    e2 = v - (v @ e1) * e1
+    e2 = e2 / e2.norm()
+    a0, b0 = plain @ e1, plain @ e2
+    a1, b1 = turned @ e1, turned @ e2
+    turn = torch.remainder(torch.atan2(b1, a1) - torch.atan2(b0, a0) + math.pi, 2 * math.pi) - math.pi
+    torch.testing.assert_close(turn, torch.full_like(a0, angle), atol=1e-4, rtol=0)
+    rest = lambda h: h - (h @ e1)[..., None] * e1 - (h @ e2)[..., None] * e2  # noqa: E731
+    torch.testing.assert_close(rest(turned), rest(plain), atol=1e-5, rtol=1e-4)
+
+
+def test_positions_all_last_prefix_slice_list(llama, obs):
+    x = ids(llama, obs)
+    n = x.shape[1]
+    plain = logits(llama, x)
+    vec = torch.ones(llama.vocab)
+
+    def changed(positions):
+        with steer(llama, [add("llm.lm_head", vec, positions=positions)]):
+            out = logits(llama, x)
+        return [i for i in range(n) if not torch.allclose(out[i], plain[i])]
+
+    assert changed("all") == list(range(n))
+    assert changed("last") == [n - 1]
+    assert changed("prefix") == list(range(n))
+    assert changed(3) == [0, 1, 2]
+    assert changed(slice(2, 5)) == [2, 3, 4]
+    assert changed([1, -1]) == [1, n - 1]
+    # prefix: single-token (KV-cache decoding) forwards are left alone
+    with steer(llama, [add("llm.lm_head", vec, positions="prefix")]) as handle:
+        llama.act(obs)
+    assert handle.fired()["add#0@llm.lm_head"] == 1  # the prompt pass only, not the action tokens
+
+
+# ----------------------------------------------------------------------------- removal
+def test_context_manager_and_handles_leave_no_hooks(llama, obs):
+    before = hook_counts(llama.model)
+    with steer(llama, [clamp("llm.layers.*.mlp", [0, 1], 1.0), add("llm.layers.*", torch.zeros(64))]) as handle:
+        assert handle.active and total_hooks(llama) == 4
+        llama.act(obs)
+    assert not handle.active and hook_counts(llama.model) == before
+    handle = attach(llama, [ablate("llm.norm", torch.ones(64))])
+    assert total_hooks(llama) == 1
+    handle.remove()
+    handle.remove()  # idempotent
+    assert hook_counts(llama.model) == before
+
+
+def test_exception_inside_hooked_forward_leaves_no_hook(llama, obs):
+    before = hook_counts(llama.model)
+    with pytest.raises(IndexError):
+        with steer(llama, [clamp("llm.layers.*.mlp", [0], 1.0), rotate("llm.norm", torch.ones(64), torch.arange(64.0))]):
+            llama.model(input_ids=torch.tensor([[llama.vocab + 5]]))  # out-of-range token id
+    assert hook_counts(llama.model) == before
+    # a width only checkable at run time (decoder-layer output) fails inside the forward pass ...
+    handle = attach(llama, [add("llm.layers.0", torch.zeros(10))])
+    with pytest.raises(AddressError, match=r"llm.layers.0.*shape \(10,\) but the output has 64 features"):
+        llama.act(obs)
+    # ... and the persistent handle removes itself rather than leave a broken hook behind
+    assert not handle.active and hook_counts(llama.model) == before
+
+
+def test_failed_attach_registers_nothing(llama):
+    before = hook_counts(llama.model)
+    with pytest.raises(AddressError):
+        attach(llama, [clamp("llm.layers.0.mlp", [1], 1.0), clamp("llm.layers.1.mlp", [999], 1.0)])
+    assert hook_counts(llama.model) == before
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("make, match", [
+    (lambda: clamp("llm.layers.0.mpl", [1], 1.0), r"no module named 'llm.layers.0.mpl'.*closest: llm.layers.0.mlp"),
+    (lambda: clamp("vlm.layers.*.mlp", [1], 1.0), r"no module named 'vlm.layers.\*.mlp'"),
+    (lambda: clamp("llm.layers.0.mlp", [1, 128], 1.0), r"\[128\] out of range for module 'llm.layers.0.mlp.down_proj', which has 128 neurons"),
+    (lambda: clamp("llm.layers.0.mlp", [-1], 1.0), r"out of range"),
+    (lambda: clamp("llm.norm", [1], 1.0), r"'llm.norm'.*not an MLP down-projection"),
+    (lambda: add("llm.layers.0.mlp", torch.zeros(10)), r"'llm.layers.0.mlp' has shape \(10,\), expected \(64,\)"),
+    (lambda: add("llm.lm_head", torch.zeros(2, 640)), r"must be 1-D"),
+    (lambda: ablate("llm.norm", torch.zeros(64)), r"zero vector"),
+    (lambda: rotate("llm.norm", torch.ones(64), 2 * torch.ones(64), 0.1), r"parallel"),
+    (lambda: add("llm.norm", torch.full((64,), float("nan"))), r"NaN"),
+    (lambda: clamp("llm.layers.0.mlp", [1], float("nan")), r"finite"),
+    (lambda: clamp("llm.layers.0.mlp", [1], 1.0, tower="vision"), r"tower 'vision'"),
+    (lambda: clamp("llm.layers.0.mlp", [1], 1.0, tower="nope"), r"unknown tower"),
+    (lambda: Intervention("twist", "llm.norm"), r"unknown intervention kind"),
+    (lambda: add("llm.norm", torch.ones(64), positions="middle"), r"positions must be"),
+])
+def test_bad_input_clear_errors(llama, make, match):
+    before = hook_counts(llama.model)
+    with pytest.raises(ConfigError, match=match):
+        attach(llama, [make()])
+    assert hook_counts(llama.model) == before
+
+
+def test_policy_without_activations_is_refused(obs):
+    from embodied_steer.experts.scripted import LiftExpert  # a policy with no modules
+
+    with pytest.raises(UnsupportedIntervention, match="activations"):
+        attach(LiftExpert(), [clamp("llm.layers.0.mlp", [0], 1.0)])
+
+
+# ----------------------------------------------------------------------------- addressing
+def test_layer_and_tower_filters(llama):
+    assert resolve_modules(llama, "llm.layers.*") == ["llm.layers.0", "llm.layers.1"]  # * stays in a segment
+    assert len(resolve_modules(llama, "llm.layers.**")) == 8
+    assert resolve_modules(llama, "llm.layers.[1].mlp**") == ["llm.layers.1.mlp", "llm.layers.1.mlp.down_proj"]
+    assert resolve_modules(llama, "llm.layers.*.mlp", layers=[1]) == ["llm.layers.1.mlp"]
+    assert resolve_modules(llama, ["llm.layers.1.mlp", "llm.layers.0.mlp"]) == ["llm.layers.0.mlp", "llm.layers.1.mlp"]
+    assert set(tower_members(llama, "llm")) == set(llama.modules())
+
+
+def test_per_module_neuron_mapping(llama, obs):
+    with steer(llama, [Intervention("clamp", neurons={"llm.layers.0.mlp": [1], "llm.layers.1.mlp.down_proj": [2, 3]},
+                                    coefficient=4.0)]) as handle:
+        llama.act(obs)
+    rows = {r["module"]: r["neurons"] for r in handle.describe()}
+    assert rows == {"llm.layers.0.mlp.down_proj": [1], "llm.layers.1.mlp.down_proj": [2, 3]}
+
+
+# ----------------------------------------------------------------------------- step context
+def test_step_context_nests_and_resets():
+    assert current_denoise_step() is None
+    with denoise_step_context(2, 10, 0.8):
+        assert current_denoise_step().index == 2
+        with denoise_step_context(3, 10, 0.7):
+            assert current_denoise_step().index == 3
+        assert current_denoise_step().index == 2
+    assert current_denoise_step() is None
+
+
+# ----------------------------------------------------------------------------- coefficients
+def test_fixed_and_schedules():
+    assert as_coefficient(3).value == 3.0 and isinstance(as_coefficient(3), Fixed)
+    lin = Schedule("linear", start=0.0, end=10.0, length=5)
+    assert [lin.on_observation(None) for _ in range(7)] == [0, 2, 4, 6, 8, 10, 10]
+    cos = Schedule("cosine", start=0.0, end=1.0, length=4)
+    values = [cos.on_observation(None) for _ in range(5)]
+    assert values[0] == 0 and values[-1] == pytest.approx(1) and values[2] == pytest.approx(0.5)
+    pw = as_coefficient({"kind": "schedule", "schedule": "piecewise", "points": [[0, 1.0], [3, 5.0]]})
+    assert [pw.on_observation(None) for _ in range(5)] == [1, 1, 1, 5, 5]
+    pw.reset()
+    assert pw.on_observation(None) == 1
+    timed = Schedule("linear", start=0, end=1, length=2.0, unit="time")
+    assert timed.on_observation(Observation(timestamp=1.0)) == 0.5
+    with pytest.raises(ConfigError):
+        Schedule("linear", start=float("nan"))
+    with pytest.raises(ConfigError):
+        as_coefficient({"kind": "schedule", "schedule": "function", "fn": lambda x: float("nan")}).on_observation(None)
+
+
+def test_pid_drives_a_toy_plant_to_target_with_limits_and_anti_windup():
+    """Plant: y' = 0.5 u - 0.2 (a lift that sinks without push); the PID holds y at 1.0."""
+    pid = PID("state[0]", 1.0, kp=0.8, ki=0.6, kd=0.05, limits=(-2.0, 2.0), dt=0.1)
+    y, history = 0.0, []
+    for k in range(400):
+        u = pid.on_observation(Observation(state=np.array([y], np.float32), timestamp=0.1 * k))
+        assert -2.0 <= u <= 2.0
+        y += 0.1 * (0.5 * u - 0.2)
+        history.append(y)
+    assert abs(history[-1] - 1.0) < 0.01
+    # windup: a long saturated stretch must not leave a huge integral behind
+    pid.reset()
+    for k in range(500):  # unreachable target: output pinned at the upper limit
+        u = pid.on_observation(Observation(state=np.array([-50.0], np.float32), timestamp=0.1 * k))
+    assert u == 2.0 and abs(pid.ki * pid.integral) <= 2.0 + 1e-9
+    u = pid.on_observation(Observation(state=np.array([3.0], np.float32), timestamp=50.0))  # overshoot
+    assert u < 2.0  # leaves saturation at once instead of unwinding a large integral
+
+
+def test_pid_sign_and_measures():
+    lowering = PID("state[0]", 0.0, kp=1.0, sign=-1)
+    assert lowering.on_observation(Observation(state=np.array([1.0], np.float32))) == 1.0  # too high: push harder
+    speed = make_measure("speed(state[0:2])")
+    assert speed(Observation(state=np.array([0.0, 0.0], np.float32), timestamp=0.0)) == 0.0
+    assert speed(Observation(state=np.array([3.0, 4.0], np.float32), timestamp=0.5)) == pytest.approx(10.0)
+    with pytest.raises(ConfigError):
+        PID("state[0]", 1.0, limits=(0.0, 1.0), bias=2.0)
+    with pytest.raises(ConfigError):
+        make_measure("elbow")
+
+
+def test_handle_begins_calls_and_resets_per_episode(llama, obs):
+    import dataclasses
+
+    sched = Schedule("linear", start=0.0, end=3.0, length=3)
+    with steer(llama, [clamp("llm.layers.0.mlp", [1], sched, name="up")]) as handle:
+        got = [handle.begin_call(dataclasses.replace(obs, timestamp=0.05 * k))["up"] for k in range(3)]
+        assert got == [0.0, 1.0, 2.0]
+        assert handle.begin_call(dataclasses.replace(obs, timestamp=0.0))["up"] == 0.0  # new episode
+
+
+# ============================================================================= flow VLAs and diffusion
+FLOW_STEPS = 5
+
+
+@pytest.fixture(scope="module", params=("pi0", "pi05", "smolvla"))
+def flow(request, tmp_path_factory):
+    from embodied_steer.adapters import tiny
+
+    folder = tmp_path_factory.mktemp(f"steer_{request.param}")
+    return tiny.TINY_BUILDERS[request.param](folder, chunk_size=8, n_action_steps=4, num_steps=FLOW_STEPS)
+
+
+@pytest.fixture()
+def flow_obs():
+    from embodied_steer.adapters import tiny
+
+    return tiny.tiny_observation(seed=5)
+
+
+def flow_actions(policy, obs):
+    noise = policy.initial_noise(1, torch.Generator().manual_seed(0))
+    return policy.act(obs, noise=noise).actions
+
+
+def test_flow_towers_and_module_map(flow):
+    expert = tower_members(flow, "expert")
+    assert "expert.layers.0.mlp.down_proj" in expert and not any(n.startswith("vlm") for n in expert)
+    prefix = tower_members(flow, "prefix")
+    assert "vlm.layers.0.mlp.down_proj" in prefix and "vision" in prefix and "expert.layers.0.mlp" not in prefix
+    assert {"vlm.embed_tokens", "vlm.lm_head"} <= set(flow.modules())
+    assert resolve_modules(flow, "**.mlp.down_proj", tower="expert") == [
+        f"expert.layers.{i}.mlp.down_proj" for i in range(2)]
+
+
+def test_flow_clamp_changes_actions_and_leaves_no_hooks(flow, flow_obs):
+    roots = [flow.policy]
+    before = hook_counts(roots)
+    plain = flow_actions(flow, flow_obs)
+    with steer(flow, [clamp("vlm.layers.*.mlp", [0, 1, 2], 5.0), clamp("expert.layers.*.mlp", [0, 1], -3.0)]) as h:
+        steered = flow_actions(flow, flow_obs)
+    fired = h.fired()
+    assert fired["clamp#0@vlm.layers.0.mlp.down_proj"] == 1  # VLM prefix: once per chunk
+    assert fired["clamp#1@expert.layers.1.mlp.down_proj"] == FLOW_STEPS  # expert: once per flow step
+    assert np.abs(steered - plain).max() > 1e-4
+    assert hook_counts(roots) == before
+    np.testing.assert_array_equal(flow_actions(flow, flow_obs), plain)
+
+
+def test_flow_step_range_fires_only_in_chosen_steps(flow, flow_obs):
+    seen = []
+    down = flow.modules()["expert.layers.0.mlp.down_proj"]
+    plain = flow_actions(flow, flow_obs)
+    with steer(flow, [clamp("expert.layers.0.mlp", [0, 1, 2, 3], 4.0, steps=(1, 3))]) as h:
+        # probe registered after the steering hook: sees the steered input, and the step index
+        probe = down.register_forward_pre_hook(
+            lambda m, a: seen.append((current_denoise_step().index, bool((a[0][..., :4] == 4.0).all()))))
+        try:
+            late = flow_actions(flow, flow_obs)
+        finally:
+            probe.remove()
+    assert seen == [(0, False), (1, True), (2, True), (3, False), (4, False)]
+    assert list(h.fired().values()) == [2]
+    assert np.abs(late - plain).max() > 1e-5
+    with pytest.raises(AddressError, match="once per chunk.*step range"):
+        attach(flow, [clamp("vlm.layers.0.mlp", [0], 1.0, steps=(0, 2))])
+
+
+def test_flow_add_on_expert_output_at_last_positions(flow, flow_obs):
+    width = flow.modules()["expert.layers.1.mlp.down_proj"].out_features
+    plain = flow_actions(flow, flow_obs)
+    with steer(flow, [add("expert.layers.1.mlp", torch.ones(width), 2.0, positions="last", steps="3:")]) as h:
+        steered = flow_actions(flow, flow_obs)
+    assert list(h.fired().values()) == [FLOW_STEPS - 3]
+    assert np.abs(steered - plain).max() > 1e-5
+
+
+def test_diffusion_unet_blocks_per_denoising_step():
+    from helpers import lift_like_observation, tiny_diffusion_policy
+
+    policy = tiny_diffusion_policy()
+    schedule = policy.module_schedule()
+    assert schedule["unet.down_modules.0.0"] == "step"
+    obs = lift_like_observation()
+    noise = torch.randn((1, *policy.noise_spec.shape), generator=torch.Generator().manual_seed(0))
+    plain = policy.act(obs, noise=noise).actions
+    before = hook_counts(policy.policy)
+    channels = 16  # first down block's output channels (down_dims[0])
+    with steer(policy, [add("unet.down_modules.0.0", torch.ones(channels), 1.0, steps=(0, 2))]) as h:
+        steered = policy.act(obs, noise=noise).actions
+    assert list(h.fired().values()) == [2]
+    assert np.abs(steered - plain).max() > 1e-5
+    assert hook_counts(policy.policy) == before
+    with pytest.raises(AddressError, match=r"shape \(5,\) but the output has 16 features.*expected shape \(16,\)"):
+        with steer(policy, [add("unet.down_modules.0.0", torch.ones(5), 1.0)]):
+            policy.act(obs, noise=noise)
+    assert hook_counts(policy.policy) == before
