@@ -6,7 +6,9 @@ and are copied into the wheel as ``embodied_steer/_catalog``. Extra catalogue fo
 variable (``os.pathsep``-separated); a later folder's file overrides an earlier one's of the same name.
 
 Each YAML becomes an option of the Hydra config group ``env`` or ``policy``, so the command line
-reads ``env=lift policy=lift_diffusion``. Config values can name shipped files with the
+reads ``env=lift policy=lift_diffusion``. A third catalogue, ``steering/``, holds activation-steering
+settings (the ``steer`` group: ``steer=<name>``, see :mod:`embodied_steer.steering.config`); its
+entries are plain settings without a ``_target_``. Config values can name shipped files with the
 ``${asset:checkpoints/lift_diffusion}`` resolver, which finds them in the repository or the wheel.
 """
 
@@ -21,11 +23,13 @@ from embodied_steer.core.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
-GROUPS = {"env": "envs", "policy": "policies"}
+GROUPS = {"env": "envs", "policy": "policies", "steer": "steering"}
+#: Groups whose entries are built objects (need a ``_target_``); ``steer`` entries are plain settings.
+BUILT = ("env", "policy")
 
 
 def catalog_roots() -> list[Path]:
-    """Folders that hold ``envs/`` and ``policies/``, lowest priority first."""
+    """Folders that hold ``envs/``, ``policies/`` (and ``steering/``), lowest priority first."""
     roots = []
     packaged = PACKAGE_DIR / "_catalog"
     if packaged.is_dir():
@@ -47,7 +51,7 @@ def find_asset(relative: str) -> str:
 
 
 def entries(group: str) -> dict[str, Path]:
-    """Option name → YAML file for a config group (``"env"`` or ``"policy"``)."""
+    """Option name → YAML file for a config group (``"env"``, ``"policy"`` or ``"steer"``)."""
     folder = GROUPS[group]
     found: dict[str, Path] = {}
     for root in catalog_roots():
@@ -69,6 +73,6 @@ def register() -> None:
                 node = OmegaConf.load(path)
             except Exception as exc:
                 raise ConfigError(f"cannot parse {group} config {path}: {exc}") from exc
-            if "_target_" not in node:
+            if group in BUILT and "_target_" not in node:
                 raise ConfigError(f"{group} config {path} has no _target_ (the class or factory to build)")
             store.store(group=group, name=name, node=node)

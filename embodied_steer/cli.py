@@ -3,10 +3,11 @@
 Usage::
 
     embodied-steer eval env=lift policy=lift_diffusion episodes=50 seed=1000
+    embodied-steer eval policy=lift_diffusion steer=eps_shift_late steer.vector_file=shift.safetensors
     embodied-steer eval --cfg                  # print the composed config and exit
     embodied-steer record env=lift policy=scripted_lift episodes=50
     embodied-steer train dataset_root=data/lift_demos steps=2000
-    embodied-steer list                        # the env and policy catalogues
+    embodied-steer list                        # the env, policy and steer catalogues
 
 Overrides use Hydra's syntax (``key=value``, ``+new_key=value``, ``env.cameras=[agentview]``).
 """
@@ -103,18 +104,34 @@ def _unwrap(exc: Exception, context: str) -> Exception:
 def cmd_eval(cfg: DictConfig) -> int:
     import torch
 
-    from embodied_steer.eval.interventions import make_act_fn
-    from embodied_steer.eval.runner import evaluate
-
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     env = instantiate_env(cfg.env, fast_render=cfg.fast_render)
     policy = instantiate_policy(cfg.policy, env)
     _check_compatible(env, policy)
+    steering = _attach_steering(cfg, policy)  # before anything is written: bad steer settings fail here
+    try:
+        return _run_eval(cfg, env, policy, steering)
+    finally:
+        if steering is not None:
+            steering.remove()
+
+
+def _run_eval(cfg: DictConfig, env, policy, steering) -> int:
+    from embodied_steer.eval.interventions import make_act_fn
+    from embodied_steer.eval.runner import evaluate
+
     out = Path(cfg.output_dir or f"outputs/eval/{env.spec_info.name}-{policy.info.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     act = make_act_fn(cfg.intervention, policy)
+    steered = None
+    if steering is not None:
+        from embodied_steer.eval.interventions import steered_act
+
+        (out / "steer.json").write_text(json.dumps(
+            {"name": cfg.steer.get("name"), "hooks": steering.describe()}, indent=2, default=str))
+        act = steered = steered_act(steering, act, out / "steer.jsonl")
     monitor = None
     if cfg.get("assist") is not None:
         from embodied_steer.realm.monitor import monitor_from_settings
@@ -129,8 +146,11 @@ def cmd_eval(cfg: DictConfig) -> int:
         env, policy, episodes=int(cfg.episodes), seed=int(cfg.seed), output_dir=out,
         max_steps=cfg.max_steps, execute_steps=cfg.execute_steps, act=act,
         video_every=int(cfg.video.every), video_fps=int(cfg.video.fps), resume=bool(cfg.resume),
-        extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra)},
+        extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
+               "steer": None if steering is None else _jsonable(steering.describe())},
     )
+    if steered is not None:
+        steered.close()
     print(summary.table())
     if monitor is not None:
         from embodied_steer.realm.monitor import finish_monitor
@@ -141,6 +161,25 @@ def cmd_eval(cfg: DictConfig) -> int:
     print(f"results: {out}")
     env.close()
     return 0
+
+
+def _attach_steering(cfg: DictConfig, policy):
+    """Attach the ``steer`` group's interventions (``None`` for ``steer=none``); errors up front when
+    the policy lacks the ACTIVATIONS point or a name / index / width does not fit."""
+    steer_cfg = cfg.get("steer")
+    if steer_cfg is None:
+        return None
+    from embodied_steer.steering.config import attach_from_config
+
+    try:
+        settings = OmegaConf.to_container(steer_cfg, resolve=True)
+    except Exception as exc:  # an unset interpolation, e.g. a required cluster_file
+        raise ConfigError(f"steer config: {exc}") from None
+    handle = attach_from_config(policy, settings)
+    if handle is not None:
+        log.info("steering %s: %d hooks on %d interventions", settings.get("name"), len(handle.sites),
+                 len(handle.interventions))
+    return handle
 
 
 def _check_compatible(env, policy) -> None:

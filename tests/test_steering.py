@@ -440,3 +440,218 @@ def test_diffusion_unet_blocks_per_denoising_step():
         with steer(policy, [add("unet.down_modules.0.0", torch.ones(5), 1.0)]):
             policy.act(obs, noise=noise)
     assert hook_counts(policy.policy) == before
+
+
+# ============================================================================= discovery
+def test_vocabulary_projection_top_tokens_and_concept_search(llama, tmp_path):
+    from embodied_steer.steering.discovery import (
+        cluster_intervention,
+        load_clusters,
+        random_neurons,
+        save_clusters,
+        search_neurons,
+        top_tokens,
+    )
+
+    strings = llama.token_strings()
+    tops = top_tokens(llama, "llm.layers.*.mlp", k=3, token_strings=strings)
+    assert list(tops) == ["llm.layers.0.mlp.down_proj", "llm.layers.1.mlp.down_proj"]
+    assert len(tops["llm.layers.1.mlp.down_proj"]) == 128 and len(tops["llm.layers.1.mlp.down_proj"][0]) == 3
+    w_u = llama.modules()["llm.lm_head"].weight
+    w = llama.modules()["llm.layers.1.mlp.down_proj"].weight
+    expect = int((w_u @ w[:, 9]).argmax())
+    assert tops["llm.layers.1.mlp.down_proj"][9][0][0] == strings[expect]
+    emb = top_tokens(llama, "llm.layers.0.mlp", k=1, basis="embedding", neurons=[4])
+    w_e, w0 = llama.modules()["llm.embed_tokens"].weight, llama.modules()["llm.layers.0.mlp.down_proj"].weight
+    assert emb["llm.layers.0.mlp.down_proj"][0][0][0] == int((w_e @ w0[:, 4]).argmax())  # ids without strings
+
+    upper = [f"<bin_{b}>" for b in range(192, 256)]  # "upward" action bins
+    hits = search_neurons(llama, upper, "llm.layers.*.mlp", k=6, token_strings=strings)
+    assert len(hits) == 6 and hits[0].score >= hits[-1].score
+    ids = [strings.index(t) for t in upper]
+    best = hits[0]
+    col = llama.modules()[best.module].weight[:, best.neuron]
+    logits = (w_u @ col).detach()
+    assert best.score == pytest.approx(float(logits[ids].mean() - logits.mean()), rel=1e-4)
+    by_id = search_neurons(llama, ids, "llm.layers.*.mlp", k=6)
+    assert [(h.module, h.neuron) for h in by_id] == [(h.module, h.neuron) for h in hits]
+    with pytest.raises(ConfigError, match="not in the vocabulary"):
+        search_neurons(llama, ["<bin_999>"], token_strings=strings)
+
+    path = save_clusters(tmp_path / "clusters.yaml", {"up": hits})
+    save_clusters(path, {"ctrl": random_neurons(llama, hits, seed=1)})
+    loaded = load_clusters(path)
+    assert set(loaded) == {"up", "ctrl"}
+    assert sum(len(e["neurons"]) for e in loaded["ctrl"]) == 6
+    text = path.read_text().replace(f"neurons: [{loaded['up'][0]['neurons'][0]}", "neurons: [0")  # hand edit
+    path.write_text(text)
+    inter = cluster_intervention(path, "up", coefficient=10.0, positions="last")
+    with steer(llama, [inter]) as handle:
+        llama.act(Observation(instruction="lift"))
+    assert sum(handle.fired().values()) > 0
+    json_path = save_clusters(tmp_path / "c.json", {"up": {"llm.layers.0.mlp": [1, 2]}})
+    assert load_clusters(json_path) == {"up": [{"module": "llm.layers.0.mlp", "neurons": [1, 2]}]}
+    with pytest.raises(ConfigError, match="no cluster 'uq'.*closest: up"):
+        cluster_intervention(json_path, "uq")
+
+
+def test_value_vector_width_must_match_basis(flow):
+    from embodied_steer.steering.discovery import top_tokens
+
+    with pytest.raises(AddressError, match=r"expert.layers.0.mlp.down_proj.*width \d+ but the basis .vlm.lm_head. has 64"):
+        top_tokens(flow, "expert.layers.0.mlp")
+    assert len(top_tokens(flow, "vlm.layers.0.mlp", k=2)["vlm.layers.0.mlp.down_proj"]) == 128
+
+
+# ============================================================================= directions
+def test_mean_difference_east_weights_and_layer_selection(tmp_path):
+    from embodied_steer.steering.directions import (
+        action_entropy,
+        entropy_weighted_difference,
+        entropy_weighted_direction,
+        load_directions,
+        mean_difference,
+        save_directions,
+        select_layers,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    d = torch.zeros(8)
+    d[0] = 1.0
+    pos = {"a": torch.randn(50, 8, generator=g) + 2 * d, "b": torch.randn(50, 8, generator=g) + 5 * d}
+    neg = {"a": torch.randn(40, 8, generator=g) - 2 * d, "b": torch.randn(40, 8, generator=g) + 3 * d}
+    diff = mean_difference(pos, neg)
+    torch.testing.assert_close(diff["a"], pos["a"].mean(0) - neg["a"].mean(0))
+    assert diff["a"][0] > 3 and diff["b"][0] > 1
+    kept, report = select_layers(diff, pos, neg)
+    assert list(kept) == ["a"]  # in "b" both classes sit on the same side of the origin
+    assert [r.kept for r in report] == [True, False] and report[0].pos_projection > 0 > report[0].neg_projection
+
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.0]])
+    h = action_entropy(logits)
+    assert h[0] == pytest.approx(math.log(4)) and h[1] < 0.01
+    assert action_entropy(torch.zeros(3, 7, 4)).shape == (3,)
+    # weights single out samples: all weight on sample 0 of each class
+    wp = torch.zeros(50)
+    wp[0] = 1
+    wn = torch.zeros(40)
+    wn[0] = 1
+    east = entropy_weighted_difference(pos, neg, wp, wn)
+    torch.testing.assert_close(east["a"], pos["a"][0] - neg["a"][0])
+    uniform = entropy_weighted_difference(pos, neg, torch.ones(50), torch.ones(40))
+    torch.testing.assert_close(uniform["a"], diff["a"])
+    single = entropy_weighted_direction({"a": pos["a"]}, torch.ones(50))
+    assert single["a"].abs().max() < 1e-5  # uniform weights: centred mean is zero
+    with pytest.raises(ConfigError, match="weights"):
+        entropy_weighted_difference(pos, neg, torch.ones(3), torch.ones(40))
+    path = save_directions(tmp_path / "dirs.safetensors", kept)
+    torch.testing.assert_close(load_directions(path, ["a"])["a"], kept["a"])
+
+
+def test_directions_from_recorded_activations_steer_the_llama(llama):
+    from embodied_steer.steering.capture import record_activations
+    from embodied_steer.steering.directions import mean_difference
+
+    up = [Observation(instruction=f"move up {i}") for i in range(4)]
+    down = [Observation(instruction=f"go down {i}") for i in range(4)]
+    pos = record_activations(llama, up, "llm.layers.*")
+    neg = record_activations(llama, down, "llm.layers.*")
+    assert pos["llm.layers.0"].shape == (4, 64)
+    dirs = mean_difference(pos, neg)
+    with steer(llama, [add(name, vec, 1.0, positions="last") for name, vec in dirs.items()]) as h:
+        llama.act(down[0])
+    assert all(v > 0 for v in h.fired().values())
+
+
+# ============================================================================= capture
+def test_capture_to_disk_per_layer_and_step(flow, flow_obs, tmp_path):
+    from embodied_steer.steering.capture import capture, read_capture
+
+    before = hook_counts([flow.policy])
+    with capture(flow, ["vlm.layers.0.mlp", "expert.layers.*.mlp.down_proj"], tmp_path / "acts",
+                 what="input", max_buffer_bytes=1 << 30) as cap:
+        flow_actions(flow, flow_obs)
+        cap.begin_call()
+        flow_actions(flow, flow_obs)
+    assert hook_counts([flow.policy]) == before
+    entries = [e for e, _ in read_capture(tmp_path / "acts")]
+    expert = [e for e in entries if e["module"] == "expert.layers.1.mlp.down_proj"]
+    assert [(e["call"], e["step"]) for e in expert] == [(c, s) for c in (0, 1) for s in range(FLOW_STEPS)]
+    vlm = [e for e in entries if e["module"] == "vlm.layers.0.mlp"]
+    assert [(e["call"], e["step"]) for e in vlm] == [(0, None), (1, None)]
+    # one shard per (call, step): the buffer never held more than one step
+    assert len({e["file"] for e in entries}) == 2 * (FLOW_STEPS + 1)
+    for entry, tensor in read_capture(tmp_path / "acts", module="expert.layers.0.mlp.down_proj", step=2):
+        assert list(tensor.shape) == entry["shape"] and entry["dtype"] == "float32"
+        width = flow.modules()["expert.layers.0.mlp.down_proj"].in_features
+        assert tensor.shape[-1] == width
+    assert cap.peak_buffer_bytes <= cap.bytes_written
+    with pytest.raises(ConfigError, match="already holds a capture"):
+        capture(flow, "vlm.layers.0.mlp", tmp_path / "acts")
+
+
+# ============================================================================= command line
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "lift_diffusion"
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="shipped checkpoint missing")
+def test_cli_steered_eval_runs_and_logs_coefficients(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from embodied_steer.cli import main
+
+    save_file({"vector": torch.full((7,), 0.5)}, str(tmp_path / "shift.safetensors"))
+    out = tmp_path / "run"
+    rc = main(["eval", "policy=lift_diffusion", "steer=eps_shift_late", f"steer.vector_file={tmp_path}/shift.safetensors",
+               "episodes=1", "env.horizon=24", f"output_dir={out}", "torch_threads=1"])
+    assert rc == 0, capsys.readouterr().err
+    hooks = json.loads((out / "steer.json").read_text())["hooks"]
+    assert hooks[0]["module"] == "unet.final_conv" and hooks[0]["steps"] == [5, None]
+    calls = [json.loads(line) for line in (out / "steer.jsonl").read_text().splitlines()]
+    assert len(calls) == 24 // 8 and [c["coefficients"]["add#0"] for c in calls] == [0.0, 0.1, 0.2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["extra"]["steer"][0]["kind"] == "add"
+
+
+def test_cli_steer_errors_up_front(tmp_path, capsys):
+    from embodied_steer.cli import main
+
+    assert main(["eval", "policy=scripted_lift", "steer=clamp_neurons", "steer.neurons=[1]",
+                 f"output_dir={tmp_path}/a"]) == 2
+    assert "steer=clamp_neurons needs the 'activations' intervention point" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["eval", "steer=no_such_steer", f"output_dir={tmp_path}/b"]) == 2
+    assert "available steer options" in capsys.readouterr().err
+
+
+def test_steer_config_parsing(llama, tmp_path):
+    from embodied_steer.steering.config import interventions_from_config
+    from embodied_steer.steering.directions import save_directions
+    from embodied_steer.steering.discovery import save_clusters
+
+    save_clusters(tmp_path / "c.yaml", {"up": {"llm.layers.1.mlp": [3, 4]}})
+    save_directions(tmp_path / "d.safetensors", {"llm.layers.0": torch.ones(64), "llm.layers.1": -torch.ones(64)})
+    save_directions(tmp_path / "u.safetensors", {"u": torch.arange(64.0)})
+    save_directions(tmp_path / "v.safetensors", {"v": torch.ones(64)})
+    cfg = {"name": "t", "interventions": [
+        {"kind": "clamp", "cluster_file": "c.yaml", "cluster": "up",
+         "coefficient": {"kind": "pid", "measure": "state[2]", "target": 0.3, "kp": 2.0, "limits": [0, 5]}},
+        {"kind": "scale", "modules": "llm.layers.0.mlp", "neurons": [1], "coefficient": 2.0, "positions": "last"},
+        {"kind": "add", "modules": "llm.layers.*", "vector_file": "d.safetensors",
+         "coefficient": {"kind": "schedule", "schedule": "cosine", "start": 0, "end": 1, "length": 4}},
+        {"kind": "ablate", "modules": "llm.norm", "vector": [1.0] * 64},
+        {"kind": "rotate", "modules": "llm.norm", "u_file": "u.safetensors", "v_file": "v.safetensors",
+         "coefficient": 0.3, "positions": [0, 1]},
+    ]}
+    interventions = interventions_from_config(cfg, base_dir=tmp_path)
+    with steer(llama, interventions) as handle:
+        values = handle.begin_call(Observation(state=np.zeros(3, np.float32), instruction="x"))
+        llama.act(Observation(state=np.zeros(3, np.float32), instruction="x"))
+    assert values["up"] == pytest.approx(0.6)
+    assert all(v > 0 for v in handle.fired().values())
+    with pytest.raises(ConfigError, match="unknown keys \\['modlues'\\]"):
+        interventions_from_config({"interventions": [{"kind": "clamp", "modlues": "x"}]})
+    with pytest.raises(ConfigError, match="no cluster file"):
+        interventions_from_config({"interventions": [{"kind": "clamp", "cluster_file": "nope.yaml", "cluster": "a"}]})

@@ -6,6 +6,8 @@ policy's declared intervention points, and asking for one the policy lacks is an
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -39,3 +41,29 @@ def make_act_fn(settings: Mapping[str, Any], policy: SteerablePolicy) -> ActFn:
         return p.act(obs, noise=scale * torch.randn((1, *shape), generator=generator))
 
     return act
+
+
+def steered_act(handle: Any, act: ActFn = default_act, log_path: str | Path | None = None) -> ActFn:
+    """Wrap ``act`` so that every policy call first feeds the observation to the steering handle's
+    coefficient sources (:meth:`SteeringHandle.begin_call`: one value per call, fixed for all hooks
+    of that call; a new episode is recognised by its timestamp restarting).
+
+    With ``log_path``, one JSON line per call is appended: observation time, each intervention's
+    coefficient and, for PID sources, the measurement it saw.
+    """
+    sink = open(log_path, "a") if log_path is not None else None  # noqa: SIM115 - lives as long as the act fn
+
+    def act_steered(policy: SteerablePolicy, obs: Observation) -> ActionChunk:
+        values = handle.begin_call(obs)
+        if sink is not None:
+            measured = {
+                label: c.last_measurement
+                for label, c in handle.sources().items() if getattr(c, "last_measurement", None) is not None
+            }
+            sink.write(json.dumps({"time": round(float(obs.timestamp), 4), "coefficients": values,
+                                   "measurements": measured}) + "\n")
+            sink.flush()
+        return act(policy, obs)
+
+    act_steered.close = sink.close if sink is not None else (lambda: None)  # type: ignore[attr-defined]
+    return act_steered

@@ -121,7 +121,7 @@ def resolve_modules(
             hits = [n for n in names if regex.fullmatch(n)]
         if not hits:
             near = close_matches(pattern, names)
-            hint = f"; closest: {', '.join(near)}" if near else ""
+            hint = f"; closest: {', '.join(near)}" if near else f"; names look like: {', '.join(names[:6])}, …"
             raise AddressError(
                 f"no module named '{pattern}' in policy '{policy.info.name}' ({len(names)} modules{hint})"
             )

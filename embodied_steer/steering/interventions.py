@@ -470,6 +470,13 @@ class SteeringHandle:
             coefficient.on_observation(obs)
         return self.values()
 
+    def sources(self) -> dict[str, Coefficient]:
+        """Coefficient source per intervention label."""
+        out: dict[str, Coefficient] = {}
+        for site in self.sites:
+            out.setdefault(_label(site.intervention, site.index), site.coefficient)
+        return out
+
     def values(self) -> dict[str, float]:
         """Current coefficient value per intervention (labelled by name or ``kind#index``)."""
         out: dict[str, float] = {}
