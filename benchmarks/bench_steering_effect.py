@@ -40,63 +40,118 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from embodied_steer.adapters.token_vla import TokenVLAPolicy  # noqa: E402
-from embodied_steer.eval.runner import run_episode  # noqa: E402
+from embodied_steer.adapters.token_vla import TokenVLAPolicy, decode  # noqa: E402
 from embodied_steer.eval.stats import mean_interval, wilson_interval  # noqa: E402
 
 CONTROL_HZ = 20
 
 
 # ----------------------------------------------------------------------------------- discovery
-def concept_neurons(policy: TokenVLAPolicy, concept: str, k: int) -> tuple[dict[str, list[int]], list[dict[str, Any]]]:
-    """Top-``k`` neurons (over all layers) whose value vectors promote ``concept``; see module doc."""
-    from embodied_steer.steering.discovery import find_neurons
+CONTRASTS = {"up": ("up", ("down", "hold")), "fast": ("fast", ("slow",))}
 
-    tok = policy.tokenizer
-    if concept == "up_bins":
-        bins = np.arange(256)
-        z = tok.from_bins(np.stack([np.full(256, 128)] * 2 + [bins] + [np.full(256, 128)] * 4, axis=1))[:, 2]
-        up = [f"<bin_{b:03d}>" for b in bins[z > 0.1]]
-        down = [f"<bin_{b:03d}>" for b in bins[z < -0.1]]
-        found = find_neurons(policy, up, k=k, against=down)
+
+def concept_neurons(policy: TokenVLAPolicy, concept: str, k: int):
+    """Top-``k`` neurons (over all layers) whose value vectors promote ``concept`` (steer-api's
+    :func:`~embodied_steer.steering.discovery.search_neurons`, logit lens through the final norm).
+
+    ``concept``:
+
+    * ``up`` / ``fast`` — the word *against* its alternatives at the same plan slot (``up`` vs
+      ``down``, ``hold``; ``fast`` vs ``slow``): the basis is the one vector
+      ``U[word] - mean(U[alternatives])``, so a neuron scores high when it makes ``up`` more likely
+      *than the other motion words*, not merely any motion word.
+    * ``up_plain`` — the plain z-score of the token ``up`` over the vocabulary (``relative="zscore"``).
+      Measured on the shipped model: its top neurons promote all three motion words alike (top
+      tokens ``up, hold, down``), which is why the contrast above is the default.
+    * ``up_bins`` — action-bin tokens meaning an upward z delta (> +0.1) against those meaning a
+      downward one (< -0.1).
+    """
+    from embodied_steer.steering.discovery import hits_to_cluster, search_neurons
+
+    strings = policy.token_strings()
+    u = policy.unembedding.detach()
+    if concept in CONTRASTS:
+        word, others = CONTRASTS[concept]
+        t = policy.tokenizer.token_id
+        basis = (u[t(word)] - torch.stack([u[t(o)] for o in others]).mean(0))[None]
+    elif concept == "up_bins":
+        up, down = policy.upward_bin_ids()
+        basis = (u[up].mean(0) - u[down].mean(0))[None]
+    elif concept == "up_plain":
+        hits = search_neurons(policy, ["up"], "llm.layers.*.mlp", k=k, token_strings=strings,
+                              relative="zscore", gain=policy.final_norm_gain)
+        return hits_to_cluster(hits), hits
     else:
-        found = find_neurons(policy, [concept], k=k)
-    return found.selection(), found.rows()
+        raise ValueError(f"unknown concept '{concept}' (up, fast, up_plain, up_bins)")
+    hits = search_neurons(policy, [0], "llm.layers.*.mlp", k=k, basis=basis, relative=None,
+                          gain=policy.final_norm_gain)
+    # what each hit promotes on the real vocabulary, for the report
+    tops = top_tokens_of(policy, hits, strings)
+    for h in hits:
+        h.top_tokens = tops[(h.module, h.neuron)]
+    return hits_to_cluster(hits), hits
 
 
-def random_like(policy: TokenVLAPolicy, selection: dict[str, list[int]], seed: int) -> dict[str, list[int]]:
-    """As many neurons per module as ``selection``, drawn at random (excluding the selected ones)."""
-    rng = np.random.default_rng(seed)
-    width = policy.model.config.intermediate_size
+def top_tokens_of(policy: TokenVLAPolicy, hits, strings: list[str], n: int = 5) -> dict[tuple[str, int], list]:
+    from embodied_steer.steering.discovery import top_tokens
+
     out = {}
-    for module, idx in selection.items():
-        pool = np.setdiff1d(np.arange(width), idx)
-        out[module] = sorted(rng.choice(pool, size=len(idx), replace=False).tolist())
+    for module in sorted({h.module for h in hits}):
+        wanted = sorted({h.neuron for h in hits if h.module == module})
+        rows = top_tokens(policy, module, k=n, neurons=wanted, token_strings=strings, gain=policy.final_norm_gain)
+        for neuron, row in zip(wanted, next(iter(rows.values()))):
+            out[(module, neuron)] = row
     return out
 
 
 # ----------------------------------------------------------------------------------- episodes
-class _SuccessProbe:
-    """Wraps an env to remember the first step at which ``info['is_success']`` was true."""
+def run_batch(envs, policy: TokenVLAPolicy, seeds: list[int], max_steps: int, handle=None) -> list[dict[str, Any]]:
+    """Run ``len(seeds)`` episodes in lockstep, one batched (greedy) policy call per step.
 
-    def __init__(self, env) -> None:
-        self.env = env
-        self.first_success: int | None = None
-        self.t = 0
+    Same decoding as ``policy.act`` (plan words sampled, action bins greedy) on a batch: with static
+    coefficients every row sees the same intervention. A closed-loop coefficient is per episode,
+    so it needs a batch of one (``handle.begin_call`` gets that episode's observation).
+    """
+    from embodied_steer.sim.base import to_observation
 
-    def __getattr__(self, name):
-        return getattr(self.env, name)
+    if handle is not None and len(seeds) > 1 and not handle_is_static(handle):
+        raise ValueError("closed-loop coefficients need one episode per batch")
+    dt = 1.0 / CONTROL_HZ
+    instruction = envs[0].instruction
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+    pos = [[np.asarray(o["state"][:3], np.float64)] for o in obs]
+    success = [False] * len(seeds)
+    first = [None] * len(seeds)
+    coefs, up_words = [], np.zeros(len(seeds))
+    up_id = policy.tokenizer.token_id("up")
+    gen = torch.Generator().manual_seed(int(seeds[0]))  # plan words are sampled, as in policy.act
+    for t in range(max_steps):
+        if handle is not None:
+            values = handle.begin_call(to_observation(obs[0], instruction, t * dt))
+            coefs.append(float(np.mean(list(values.values()))))
+        x = torch.as_tensor(np.stack([np.concatenate([o["state"], o["env_state"]]) for o in obs]).astype(np.float32))
+        out = decode(policy.model, policy.tokenizer, x, instruction, temperature=0.0,
+                     plan_temperature=policy.plan_temperature, generator=gen)
+        up_words += (out["plan"][:, 0] == up_id).numpy()
+        actions = policy.tokenizer.from_bins(out["bins"].numpy())
+        for i, env in enumerate(envs[: len(seeds)]):
+            obs[i], _, _, _, info = env.step(actions[i])
+            pos[i].append(np.asarray(obs[i]["state"][:3], np.float64))
+            if info.get("is_success") and not success[i]:
+                success[i], first[i] = True, t + 1
+    rows = []
+    for i, seed in enumerate(seeds):
+        p = np.stack(pos[i])
+        rows.append({"seed": seed, "success": success[i], "first_success_step": first[i], "steps": max_steps,
+                     "mean_coefficient": float(np.mean(coefs)) if coefs else 0.0,
+                     "up_word_fraction": float(up_words[i] / max_steps), **episode_metrics(p[:, 2], p)})
+    return rows
 
-    def reset(self, **kw):
-        self.first_success, self.t = None, 0
-        return self.env.reset(**kw)
 
-    def step(self, action):
-        out = self.env.step(action)
-        self.t += 1
-        if out[4].get("is_success") and self.first_success is None:
-            self.first_success = self.t
-        return out
+def handle_is_static(handle) -> bool:
+    from embodied_steer.steering.coefficients import Fixed
+
+    return all(isinstance(c, Fixed) for c in handle.coefficients())
 
 
 def episode_metrics(zs: np.ndarray, pos: np.ndarray) -> dict[str, float]:
@@ -108,7 +163,7 @@ def episode_metrics(zs: np.ndarray, pos: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_setting(env, policy, setting: dict[str, Any], seeds: list[int], max_steps: int,
+def run_setting(envs, policy, setting: dict[str, Any], seeds: list[int], max_steps: int,
                 done: set[tuple[str, int]], sink) -> None:
     from embodied_steer.steering import attach
 
@@ -118,31 +173,44 @@ def run_setting(env, policy, setting: dict[str, Any], seeds: list[int], max_step
         return
     handle = attach(policy, setting["interventions"]) if setting.get("interventions") else None
     try:
-        for seed in todo:
-            states: list[np.ndarray] = []
-            coefs: list[float] = []
-
-            def act(p, obs):
-                if handle is not None:
-                    coefs.append(float(np.mean(list(handle.begin_call(obs).values()))))
-                return p.act(obs)
-
+        batch = 1 if handle is not None and not handle_is_static(handle) else len(envs)
+        for b in range(0, len(todo), batch):
             t0 = time.perf_counter()
-            result = run_episode(env, policy, episode=seed, seed=seed, max_steps=max_steps, act=act,
-                                 on_step=lambda o, a: states.append(np.asarray(o["state"][:3], np.float64)))
-            pos = np.stack(states)
-            row = {"setting": name, "group": setting["group"], "coefficient": setting.get("coefficient"),
-                   "seed": seed, "success": bool(result.success), "first_success_step": env.first_success,
-                   "steps": result.steps, "mean_coefficient": float(np.mean(coefs)) if coefs else 0.0,
-                   "seconds": round(time.perf_counter() - t0, 2), **episode_metrics(pos[:, 2], pos)}
-            sink(row)
+            rows = run_batch(envs[:batch], policy, todo[b : b + batch], max_steps, handle)
+            for row in rows:
+                sink({"setting": name, "group": setting["group"], "coefficient": setting.get("coefficient"),
+                      "seconds": round((time.perf_counter() - t0) / len(rows), 2), **row})
     finally:
         if handle is not None:
             handle.remove()
 
 
+def open_loop(policy: TokenVLAPolicy, setting: dict[str, Any]) -> dict[str, float] | None:
+    """Greedy predictions on 64 fixed held-out observations (``tests/data/lift_observations.npz``):
+    mean predicted z action (env units), mean P(up) and P(fast) at the plan slots. ``None`` for
+    closed-loop coefficients (they have no value without an episode)."""
+    from embodied_steer.steering import attach
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "data" / "lift_observations.npz"
+    if not path.is_file():
+        return None
+    data = np.load(path)
+    x = torch.as_tensor(np.concatenate([data["state"], data["env_state"]], axis=1))
+    handle = attach(policy, setting["interventions"]) if setting.get("interventions") else None
+    try:
+        if handle is not None and not handle_is_static(handle):
+            return None
+        out = decode(policy.model, policy.tokenizer, x, "lift the red cube", return_logits=True)
+    finally:
+        if handle is not None:
+            handle.remove()
+    z = policy.tokenizer.from_bins(out["bins"].numpy())[:, 2]
+    return {"pred_z": float(z.mean()), "p_up": float(torch.softmax(out["logits"][0], -1)[:, 0].mean()),
+            "p_fast": float(torch.softmax(out["logits"][1], -1)[:, 0].mean())}
+
+
 # ----------------------------------------------------------------------------------- reporting
-def summarise(rows: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+def summarise(rows: list[dict[str, Any]], order: list[str], probes: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     by = {}
     for r in rows:
         by.setdefault(r["setting"], {})[r["seed"]] = r
@@ -157,6 +225,10 @@ def summarise(rows: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
         lo, hi = wilson_interval(succ, len(seeds))
         entry = {"setting": name, "group": eps[seeds[0]]["group"], "n": len(seeds), "success": succ / len(seeds),
                  "success_ci": (lo, hi), "coef": float(np.mean([eps[s]["mean_coefficient"] for s in seeds]))}
+        entry["up_word"] = float(np.mean([eps[s].get("up_word_fraction", np.nan) for s in seeds]))
+        firsts = [eps[s]["first_success_step"] for s in seeds if eps[s]["first_success_step"]]
+        entry["first_success_step"] = float(np.mean(firsts)) if firsts else float("nan")
+        entry["open_loop"] = (probes or {}).get(name)
         for metric in ("mean_z", "max_z", "mean_up_velocity", "mean_speed"):
             entry[metric] = mean_interval([eps[s][metric] for s in seeds])
             paired = [eps[s][metric] - base[s][metric] for s in seeds if s in base]
@@ -166,9 +238,10 @@ def summarise(rows: list[dict[str, Any]], order: list[str]) -> list[dict[str, An
 
 
 def table(summary: list[dict[str, Any]]) -> str:
-    head = ("| setting | n | mean coef | success (95% CI) | mean EE z, m | Δ mean z vs baseline, cm (95% CI) "
-            "| Δ max z, cm (95% CI) | Δ mean upward vel., cm/s (95% CI) | Δ mean speed, cm/s (95% CI) |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| setting | n | mean coef | open loop: pred. z / P(up) / P(fast) | success (95% CI) | steps to success "
+            "| steps saying 'up' | mean EE z, m | Δ mean z vs baseline, cm (95% CI) | Δ max z, cm (95% CI) "
+            "| Δ mean upward vel., cm/s (95% CI) | Δ mean speed, cm/s (95% CI) |")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
 
     def d(e, m, scale=100.0):
         mu, lo, hi = e["d_" + m]
@@ -176,7 +249,10 @@ def table(summary: list[dict[str, Any]]) -> str:
 
     for e in summary:
         lo, hi = e["success_ci"]
-        lines.append(f"| {e['setting']} | {e['n']} | {e['coef']:.2f} | {e['success']:.2f} ({lo:.2f}–{hi:.2f}) | "
+        o = e.get("open_loop")
+        ol = f"{o['pred_z']:+.2f} / {o['p_up']:.2f} / {o['p_fast']:.2f}" if o else "–"
+        lines.append(f"| {e['setting']} | {e['n']} | {e['coef']:.2f} | {ol} | {e['success']:.2f} ({lo:.2f}–{hi:.2f}) | "
+                     f"{e['first_success_step']:.1f} | {e['up_word']:.2f} | "
                      f"{e['mean_z'][0]:.3f} | {d(e, 'mean_z')} | {d(e, 'max_z')} | {d(e, 'mean_up_velocity')} | "
                      f"{d(e, 'mean_speed')} |")
     return "\n".join(lines)
@@ -188,7 +264,7 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"baseline": "0.4", "concept": "tab:red", "random": "tab:blue", "pid": "tab:green"}
+    colors = {"baseline": "0.4", "repeat": "0.6", "concept": "tab:red", "random": "tab:blue", "pid": "tab:green"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     names = [e["setting"] for e in summary]
     y = np.arange(len(summary))
@@ -214,26 +290,36 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
 # ----------------------------------------------------------------------------------- main
 def build_settings(policy, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from embodied_steer.steering import PID, clamp
+    from embodied_steer.steering.discovery import random_neurons
 
+    where = {"positions": args.positions}
     settings: list[dict[str, Any]] = [{"name": "baseline", "group": "baseline"}]
-    discovered: dict[str, Any] = {}
+    clusters: dict[str, Any] = {}
+    report: dict[str, Any] = {}
     for concept in args.concepts:
-        selection, rows = concept_neurons(policy, concept, args.k)
-        discovered[concept] = {"neurons": selection, "top": rows[: args.k]}
+        selection, hits = concept_neurons(policy, concept, args.k)
+        clusters[concept] = selection
+        report[concept] = [{"module": h.module, "neuron": h.neuron, "score": round(h.score, 3),
+                            "top_tokens": [t for t, _ in h.top_tokens]} for h in hits]
         for c in args.coefs:
-            settings.append({"name": f"clamp {concept} k={args.k} c={c:g}", "group": "concept", "coefficient": c,
-                             "interventions": [clamp(None, selection, c)]})
+            settings.append({"name": f"clamp {concept} c={c:g}", "group": "concept", "coefficient": c,
+                             "interventions": [clamp(None, selection, c, **where)]})
         for draw in range(args.random_draws):
-            rand = random_like(policy, selection, seed=draw)
-            discovered[f"random_{concept}_{draw}"] = {"neurons": rand}
-            for c in args.random_coefs or args.coefs:
+            rand = random_neurons(policy, selection, seed=draw)
+            clusters[f"random_{concept}_{draw}"] = rand
+            for c in args.random_coefs if args.random_coefs is not None else args.coefs:
                 settings.append({"name": f"random#{draw} ({concept}-sized) c={c:g}", "group": "random",
-                                 "coefficient": c, "interventions": [clamp(None, rand, c)]})
+                                 "coefficient": c, "interventions": [clamp(None, rand, c, **where)]})
         if concept in args.pid_concepts:
-            pid = PID("state[2]", args.pid_target, kp=args.pid_kp, ki=args.pid_ki, limits=(0.0, max(args.coefs)), sign=1.0)
-            settings.append({"name": f"PID {concept} → z={args.pid_target:g} m", "group": "pid", "coefficient": None,
-                             "interventions": [clamp(None, selection, pid)]})
-    return settings, discovered
+            # closed loop: height for the "up" neurons, speed for the "fast" ones
+            speed = concept == "fast"
+            target = args.pid_speed_target if speed else args.pid_target
+            pid = PID("speed(state[0:3])" if speed else "state[2]", target, kp=args.pid_kp, ki=args.pid_ki,
+                      limits=(0.0, args.pid_max if args.pid_max is not None else max(args.coefs)), sign=1.0)
+            label = f"speed*={target:g}m/s" if speed else f"z*={target:g}m"
+            settings.append({"name": f"PID {concept} {label}", "group": "pid", "coefficient": None,
+                             "interventions": [clamp(None, selection, pid, **where)]})
+    return settings, {"clusters": clusters, "hits": report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,30 +327,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "checkpoints" / "lift_token_vla"))
     p.add_argument("--episodes", type=int, default=30)
     p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--max-steps", type=int, default=80)
-    p.add_argument("--k", type=int, default=24)
-    p.add_argument("--concepts", nargs="+", default=["up"])
-    p.add_argument("--coefs", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--max-steps", type=int, default=60)
+    p.add_argument("--env-batch", type=int, default=30, help="episodes run in lockstep (one batched policy call)")
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--concepts", nargs="+", default=["up", "fast"])
+    p.add_argument("--positions", default="all", help="token positions the clamp acts on: all | prefix | last")
+    p.add_argument("--coefs", type=float, nargs="+", default=[1.0, 2.0, 2.5, 3.0])
     p.add_argument("--random-draws", type=int, default=3)
-    p.add_argument("--random-coefs", type=float, nargs="*", default=None)
-    p.add_argument("--pid-concepts", nargs="*", default=["up"])
-    p.add_argument("--pid-target", type=float, default=1.0)
-    p.add_argument("--pid-kp", type=float, default=20.0)
-    p.add_argument("--pid-ki", type=float, default=10.0)
+    p.add_argument("--random-coefs", type=float, nargs="*", default=[2.0, 3.0])
+    p.add_argument("--pid-concepts", nargs="*", default=["up", "fast"])
+    p.add_argument("--pid-target", type=float, default=0.95, help="EE height set point (m) for the 'up' PID")
+    p.add_argument("--pid-speed-target", type=float, default=0.3, help="EE speed set point (m/s) for the 'fast' PID")
+    p.add_argument("--pid-kp", type=float, default=10.0)
+    p.add_argument("--pid-ki", type=float, default=20.0)
+    p.add_argument("--pid-max", type=float, default=None)
     p.add_argument("--only", nargs="*", default=None, help="run only settings whose name contains one of these")
     p.add_argument("--out", default="outputs/bench_steering")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
     from embodied_steer.cli import compose, instantiate_env
+    from embodied_steer.steering.discovery import save_clusters
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = TokenVLAPolicy.from_pretrained(args.checkpoint, name="lift_token_vla")
     settings, discovered = build_settings(policy, args)
-    (out / "neurons.json").write_text(json.dumps(discovered, indent=1, default=str))
+    save_clusters(out / "neurons.yaml", discovered["clusters"], merge=False)
+    (out / "hits.json").write_text(json.dumps(discovered["hits"], indent=1))
     (out / "args.json").write_text(json.dumps(vars(args), indent=1))
-    env = _SuccessProbe(instantiate_env(compose("eval", ["env=lift", "env.terminate_on_success=false"]).env))
+    env_cfg = compose("eval", ["env=lift", "env.terminate_on_success=false"]).env
+    envs = [instantiate_env(env_cfg) for _ in range(min(args.env_batch, args.episodes))]
     seeds = list(range(args.seed, args.seed + args.episodes))
     rows_path = out / "episodes.jsonl"
     rows = [json.loads(l) for l in rows_path.read_text().splitlines()] if rows_path.exists() else []
@@ -279,15 +372,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and setting["name"] != "baseline" and not any(s in setting["name"] for s in args.only):
             continue
         t0 = time.perf_counter()
-        run_setting(env, policy, setting, seeds, args.max_steps, done, sink)
+        run_setting(envs, policy, setting, seeds, args.max_steps, done, sink)
         n = [r for r in rows if r["setting"] == setting["name"]]
-        print(f"{setting['name']:<40} {len(n)} episodes, success {np.mean([r['success'] for r in n]):.2f}, "
-              f"mean z {np.mean([r['mean_z'] for r in n]):.3f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    env.close()
+        print(f"{setting['name']:<34} {len(n)} episodes, success {np.mean([r['success'] for r in n]):.2f}, "
+              f"mean z {np.mean([r['mean_z'] for r in n]):.3f}, 'up' said {np.mean([r['up_word_fraction'] for r in n]):.2f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    for env in envs:
+        env.close()
     order = [s["name"] for s in settings]
-    summary = summarise(rows, order)
+    order += sorted({r["setting"] for r in rows} - set(order))  # e.g. a repeat of the baseline
+    ran = {r["setting"] for r in rows}
+    probes = {s["name"]: open_loop(policy, s) for s in settings if s["name"] in ran}
+    summary = summarise(rows, order, probes)
     text = table(summary)
     (out / "table.md").write_text(text + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot(summary, out / "steering_effect.png")
     print(text)
     return 0

@@ -25,6 +25,8 @@ from embodied_steer.core.policy import InterventionPoint
 from embodied_steer.core.types import Observation
 
 REPO = Path(__file__).resolve().parents[1]
+# steering test: neurons, clamp value, and the least rise of the mean predicted z action (env units)
+STEER_K, STEER_C, STEER_MIN_DZ = 32, 3.0, 0.1
 SHIPPED = REPO / "checkpoints" / "lift_token_vla"
 
 
@@ -36,6 +38,14 @@ def lift_observation(seed: int = 0, instruction: str = "lift the red cube") -> O
     state = np.concatenate([eef, [1.0, 0.0, 0.0, 0.0], [0.02, -0.02]]).astype(np.float32)
     env_state = np.concatenate([cube, [0.0, 0.0, 0.0, 1.0], eef - cube]).astype(np.float32)
     return Observation(state=state, env_state=env_state, instruction=instruction)
+
+
+def held_out_observations() -> list[Observation]:
+    """64 fixed observations from demonstration episodes the shipped model was not trained on
+    (every phase: reach, descend, grasp, lift), stored in ``tests/data/lift_observations.npz``."""
+    data = np.load(REPO / "tests" / "data" / "lift_observations.npz")
+    return [Observation(state=s, env_state=e, instruction="lift the red cube")
+            for s, e in zip(data["state"], data["env_state"])]
 
 
 def tiny_config() -> VLAConfig:
@@ -111,7 +121,8 @@ def test_shipped_policy_produces_valid_deterministic_actions(shipped):
     assert a.shape == (1, 7) and np.all(np.isfinite(a))
     assert np.all(a >= -1) and np.all(a <= 1)
     assert shipped.last_plan[0] in ("up", "down", "hold") and shipped.last_plan[1] in ("fast", "slow")
-    np.testing.assert_array_equal(shipped.act(obs).actions, a)  # greedy
+    shipped.reset(seed=0)
+    np.testing.assert_array_equal(shipped.act(obs).actions, a)  # plan words sampled from the seeded generator
 
 
 def test_shipped_policy_samples_with_temperature(shipped):
@@ -197,3 +208,41 @@ def test_retrain_script_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "model.safetensors").is_file()
     TokenVLAPolicy.from_pretrained(tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------ steering behaviour
+def _up_probe(policy: TokenVLAPolicy, observations: list[Observation]) -> tuple[float, float]:
+    """Mean predicted z action (env units) and mean P('up') at the plan slot, greedy, batched."""
+    x = torch.cat([policy.observation_vector(o) for o in observations])
+    out = decode(policy.model, policy.tokenizer, x, "lift the red cube", return_logits=True)
+    z = policy.tokenizer.from_bins(out["bins"].numpy())[:, 2]
+    p_up = torch.softmax(out["logits"][0], dim=-1)[:, 0]  # slot 0 choices: up, down, hold
+    return float(z.mean()), float(p_up.mean())
+
+
+def test_clamping_discovered_up_neurons_raises_predicted_z_more_than_random_neurons(shipped):
+    from embodied_steer.steering import clamp, hook_counts, steer
+    from embodied_steer.steering.discovery import hits_to_cluster, random_neurons, search_neurons
+
+    # "up" against the other motion words at the same slot (the benchmark's default concept)
+    u = shipped.unembedding.detach()
+    t = shipped.tokenizer.token_id
+    basis = (u[t("up")] - (u[t("down")] + u[t("hold")]) / 2)[None]
+    hits = search_neurons(shipped, [0], "llm.layers.*.mlp", k=STEER_K, basis=basis, relative=None,
+                          gain=shipped.final_norm_gain)
+    up = hits_to_cluster(hits)
+    assert sum(len(v) for v in up.values()) == STEER_K
+    observations = held_out_observations()
+    before = hook_counts(shipped.model)
+    z0, p0 = _up_probe(shipped, observations)
+    with steer(shipped, [clamp(None, up, STEER_C)]):
+        z_up, p_up = _up_probe(shipped, observations)
+    random_dz = []
+    for draw in range(3):
+        with steer(shipped, [clamp(None, random_neurons(shipped, up, seed=draw), STEER_C)]):
+            random_dz.append(_up_probe(shipped, observations)[0] - z0)
+    assert hook_counts(shipped.model) == before  # nothing left behind
+    assert _up_probe(shipped, observations) == (z0, p0)  # and the model is unchanged
+    assert z_up - z0 > STEER_MIN_DZ, (z0, z_up)
+    assert p_up > p0
+    assert z_up - z0 > max(random_dz) + STEER_MIN_DZ / 2, (z_up - z0, random_dz)

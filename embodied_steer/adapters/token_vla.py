@@ -23,16 +23,17 @@ Sequence (one control step; ``[P×obs]`` are projector outputs, everything else 
 chain-of-thought VLAs (ECoT's "move up" primitives). It is an **auxiliary objective** added so
 that concept words have a job in this small model: its labels are derived from the demonstration
 action itself (z component, speed of the position delta; thresholds in :class:`VLAConfig`).
-Everything else is OpenVLA's recipe. Decoding is greedy (constrained per slot: the plan slots to
-their words, the action slots to the 256 bins); :meth:`TokenVLAPolicy.sample` draws with a
-temperature instead. One action per inference call (chunk 1, as OpenVLA).
+Everything else is OpenVLA's recipe. Decoding is constrained per slot (the plan slots to their
+words, the action slots to the 256 bins); ``act`` samples the plan words (temperature 1) and takes
+the action bins greedily, :meth:`TokenVLAPolicy.sample` draws every slot with a temperature. One
+action per inference call (chunk 1, as OpenVLA).
 
 Module map (``ACTIVATIONS``), OpenVLA adapter naming::
 
     projector                   once per chunk (the observation → prefix embeddings)
     llm.embed_tokens            once per decoded token (prefill, then each new token; KV cache)
     llm.layers.{i}              ″
-    llm.layers.{i}.self_attn    ″
+    llm.layers.{i}.self_attn    ″   (and its ``.o_proj``)
     llm.layers.{i}.mlp          ″
     llm.layers.{i}.mlp.down_proj  ″  (its input is the MLP's neuron activations, width ``intermediate_size``)
     llm.norm, llm.lm_head       ″
@@ -263,6 +264,7 @@ class TokenVLA(nn.Module):
         for i, layer in enumerate(self.llm.model.layers):
             names[f"llm.layers.{i}"] = layer
             names[f"llm.layers.{i}.self_attn"] = layer.self_attn
+            names[f"llm.layers.{i}.self_attn.o_proj"] = layer.self_attn.o_proj
             names[f"llm.layers.{i}.mlp"] = layer.mlp
             names[f"llm.layers.{i}.mlp.down_proj"] = layer.mlp.down_proj
         names["llm.norm"] = self.llm.model.norm
@@ -315,14 +317,17 @@ def decode(
     instruction: str,
     *,
     temperature: float = 0.0,
+    plan_temperature: float | None = None,
     generator: torch.Generator | None = None,
     return_logits: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Decode the plan words and the 7 action tokens for a batch of observations ``(B, obs_dim)``.
 
-    Greedy (``temperature=0``) or sampled; each slot is constrained to its own token set.
-    Returns ``bins`` ``(B, D)``, ``plan`` ``(B, 2)`` token ids and, with ``return_logits``, the
-    restricted ``logits`` per slot (a list of ``(B, n_choices)``).
+    Each slot is constrained to its own token set. Action bins are greedy (``temperature=0``) or
+    sampled at ``temperature``; the two plan words are sampled at ``plan_temperature`` (default:
+    the same as ``temperature``; 0 = greedy). Returns ``bins`` ``(B, D)``, ``plan`` ``(B, 2)``
+    token ids and, with ``return_logits``, the restricted ``logits`` per slot (a list of
+    ``(B, n_choices)``).
     """
     b = obs.shape[0]
     prompt = torch.tensor([tokenizer.prompt_ids(instruction)] * b, dtype=torch.long)
@@ -337,8 +342,9 @@ def decode(
         ids_t = torch.tensor(ids, dtype=torch.long)
         restricted = logits[:, ids_t].float()
         slot_logits.append(restricted)
-        if temperature > 0:
-            probs = torch.softmax(restricted / temperature, dim=-1)
+        temp = (temperature if plan_temperature is None else plan_temperature) if slot < 2 else temperature
+        if temp > 0:
+            probs = torch.softmax(restricted / temp, dim=-1)
             pick = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         else:
             pick = restricted.argmax(dim=-1)
@@ -363,7 +369,13 @@ class TokenVLAPolicy(SteerablePolicy):
     Args:
         model, tokenizer: from :func:`load_checkpoint`.
         name: for results and errors.
-        temperature: sampling temperature of :meth:`sample` (``act`` is greedy, as OpenVLA).
+        temperature: sampling temperature of :meth:`sample` (every slot).
+        plan_temperature: temperature of the two plan words in :meth:`act` (default 1.0: drawn
+            from the model's distribution; 0: greedy). The action bins of ``act`` are always greedy,
+            as OpenVLA's. Why the plan is sampled: after the grasp the state stops changing while
+            the demonstrator waits a random 6–11 steps before lifting, so "hold" stays the most
+            likely word and a fully greedy policy holds forever (measured: 0/3 episodes); sampling
+            the plan word lifts after a few steps, as the demonstrations do.
         action_bounds: the environment's action box (default: [-1, 1]^7).
         instruction: used when an observation carries none.
     """
@@ -377,6 +389,7 @@ class TokenVLAPolicy(SteerablePolicy):
         *,
         name: str = "lift_token_vla",
         temperature: float = 1.0,
+        plan_temperature: float = 1.0,
         action_bounds: ActionBounds | None = None,
         instruction: str = "lift the red cube",
         seed: int = 0,
@@ -393,15 +406,19 @@ class TokenVLAPolicy(SteerablePolicy):
                 uses_instruction=True,
                 extra={"type": "token_vla", "layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
                        "intermediate_size": cfg.intermediate_size, "vocab_size": tokenizer.vocab_size,
-                       "action_bins": N_BINS, "temperature": temperature},
+                       "action_bins": N_BINS, "temperature": temperature,
+                       "plan_temperature": plan_temperature},
             ),
             seed=seed,
         )
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (act() is greedy already), got {temperature}")
+            raise ValueError(f"temperature must be > 0 (act() decodes the action bins greedily), got {temperature}")
         self.model = model.eval()
         self.tokenizer = tokenizer
+        if plan_temperature < 0:
+            raise ValueError(f"plan_temperature must be >= 0, got {plan_temperature}")
         self.temperature = float(temperature)
+        self.plan_temperature = float(plan_temperature)
         self.default_instruction = instruction
         self.last_plan: list[str] = []
 
@@ -433,6 +450,26 @@ class TokenVLAPolicy(SteerablePolicy):
     def embedding(self) -> torch.Tensor:
         return self.model.llm.model.embed_tokens.weight
 
+    @property
+    def final_norm_gain(self) -> torch.Tensor:
+        """``(d,)`` weight of the final RMSNorm (the logit-lens ``gain`` for vocabulary projection)."""
+        return self.model.llm.model.norm.weight.detach()
+
+    def token_strings(self) -> list[str]:
+        """Every vocabulary entry by id (words, then ``<bin_000>`` … ``<bin_255>``)."""
+        return [self.tokenizer.id_to_token(i) for i in range(self.tokenizer.vocab_size)]
+
+    def upward_bin_ids(self, threshold: float = 0.1) -> tuple[list[int], list[int]]:
+        """Ids of the action-bin tokens whose un-normalised **z** delta is above ``threshold`` and
+        below ``-threshold`` (bins are shared by all dimensions, OpenVLA style; their meaning as z
+        motion uses the z dimension's normalisation)."""
+        bins = np.arange(N_BINS)
+        grid = np.full((N_BINS, self.model.config.action_dim), N_BINS // 2)
+        grid[:, self.model.config.z_dim] = bins
+        z = self.tokenizer.from_bins(grid)[:, self.model.config.z_dim]
+        off = self.tokenizer.bin_offset
+        return (off + bins[z > threshold]).tolist(), (off + bins[z < -threshold]).tolist()
+
     # ------------------------------------------------------------------ acting
     def observation_vector(self, obs: Observation) -> torch.Tensor:
         cfg = self.model.config
@@ -450,14 +487,17 @@ class TokenVLAPolicy(SteerablePolicy):
         obs = history[-1]
         x = self.observation_vector(obs).expand(n, -1)
         instruction = obs.instruction or self.default_instruction
-        temperature = 0.0 if n == 1 and not getattr(self, "_sampling", False) else self.temperature
-        out = decode(self.model, self.tokenizer, x, instruction, temperature=temperature, generator=self.generator)
+        if getattr(self, "_sampling", False):
+            out = decode(self.model, self.tokenizer, x, instruction, temperature=self.temperature, generator=self.generator)
+        else:
+            out = decode(self.model, self.tokenizer, x, instruction, temperature=0.0,
+                         plan_temperature=self.plan_temperature, generator=self.generator)
         self.last_plan = [self.tokenizer.id_to_token(int(t)) for t in out["plan"][0]]
         actions = self.tokenizer.from_bins(out["bins"].numpy())
         return actions[:, None, :]
 
     def sample(self, obs: Observation, n: int, *, noise: torch.Tensor | None = None):
-        """``n`` action chunks drawn with :attr:`temperature` (``act`` stays greedy)."""
+        """``n`` action chunks drawn with :attr:`temperature` on every slot."""
         self._sampling = True
         try:
             return super().sample(obs, n, noise=noise)
