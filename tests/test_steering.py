@@ -112,10 +112,19 @@ def test_clamp_and_scale_set_down_proj_inputs(llama, obs):
     assert torch.all(clamped[..., [3, 7]] == 2.5)
     keep = [i for i in range(plain.shape[-1]) if i not in (3, 7)]
     torch.testing.assert_close(clamped[..., keep], plain[..., keep])
-    scaled = down_input(llama, obs, name, [scale(name, [3], 0.0), scale("llm.layers.0.mlp", [7], 3.0)])
+    scaled = down_input(llama, obs, name, [scale(name, [3], 0.0), scale("llm.layers.0.mlp**", [7], 3.0)])
     assert torch.all(scaled[..., 3] == 0)
     torch.testing.assert_close(scaled[..., 7], 3.0 * plain[..., 7])
     torch.testing.assert_close(scaled[..., keep], plain[..., keep])
+    n = plain.shape[-2]
+    for positions, rows in (("last", [n - 1]), ([0, 2], [0, 2]), (slice(1, 3), [1, 2]), (2, [0, 1])):
+        other = [i for i in range(n) if i not in rows]
+        c = down_input(llama, obs, name, [clamp(name, [3, 7], -1.5, positions=positions)])
+        assert torch.all(c[..., rows, :][..., [3, 7]] == -1.5), positions
+        torch.testing.assert_close(c[..., other, :], plain[..., other, :])
+        sc = down_input(llama, obs, name, [scale(name, [7], 2.0, positions=positions)])
+        torch.testing.assert_close(sc[..., rows, 7], 2.0 * plain[..., rows, 7])
+        torch.testing.assert_close(sc[..., other, :], plain[..., other, :])
 
 
 def test_add_vector_scaled_at_module_output(llama, obs):

@@ -178,6 +178,9 @@ class _Site:
     fired: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.kind_is_clamp = self.intervention.kind == "clamp"
+
 
 def _per_module(value: Any, name: str, requested: str, what: str) -> Any:
     """Pick ``value[name]`` (or the entry under the user's name ``requested``) from a mapping."""
@@ -228,6 +231,8 @@ def _compile(policy: SteerablePolicy, intervention: Intervention, index: int) ->
             )
         if kind in NEURON_KINDS:
             target_name, target = down_projection(policy, name)
+            if any(site.module is target for site in sites):
+                continue  # "x.mlp" and "x.mlp.down_proj" are one place: edit it once (scale twice would square)
             neurons = _per_module(intervention.neurons, name, requested[name], "neurons")
             if neurons is None:
                 raise ConfigError(f"{kind} intervention on '{name}' needs neuron indices")
@@ -237,6 +242,8 @@ def _compile(policy: SteerablePolicy, intervention: Intervention, index: int) ->
                                axis=-1, width=width, neurons=_Tensors(idx)))
             continue
         module = modules[name]
+        if any(site.module is module for site in sites):
+            continue  # two names for one module (an adapter alias): one hook
         width = output_width(module)
         axis = feature_axis(module)
         site = _Site(intervention, index, name, module, False, coefficient, positions, steps, axis=axis, width=width)
@@ -273,32 +280,36 @@ def _positions_axis(x: torch.Tensor, axis: int) -> int | None:
     return 2 if x.ndim >= 3 else None
 
 
-def _edit_neurons(site: _Site, x: torch.Tensor) -> torch.Tensor:
+def _edit_neurons(site: _Site, x: torch.Tensor) -> torch.Tensor | None:
+    """clamp / scale the selected neurons of a down-projection input; in place unless autograd
+    needs the original. Returns the edited tensor, or ``None`` when no position is selected."""
     if x.shape[-1] != site.width:
         _fail(site, f"input has {x.shape[-1]} features, expected {site.width}")
     value = site.coefficient.value
     idx = site.neurons.on(x, torch.long)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if x.requires_grad and torch.is_grad_enabled():
         x = x.clone()
-    if site.positions == "all" or x.ndim < 3:
-        if site.positions != "all" and x.ndim < 3:
-            _fail(site, f"activation of shape {tuple(x.shape)} has no position axis; use positions='all'")
-        if site.intervention.kind == "clamp":
-            return x.index_fill_(-1, idx, value)
-        x[..., idx] *= value
-        return x
-    pos = position_index(site.positions, x.shape[-2])
-    if pos is None:
-        return None
-    if isinstance(pos, list):
-        p = torch.as_tensor(pos, device=x.device)[:, None]
-        sel = (Ellipsis, p, idx[None, :])
+    clamping = site.kind_is_clamp
+    if site.positions == "all":
+        view = x
+    elif x.ndim < 3:
+        _fail(site, f"activation of shape {tuple(x.shape)} has no position axis; use positions='all'")
     else:
-        sel = (Ellipsis, pos, idx)
-    if site.intervention.kind == "clamp":
-        x[sel] = value
+        pos = position_index(site.positions, x.shape[-2])
+        if pos is None:
+            return None
+        if isinstance(pos, list):  # scattered positions: advanced indexing
+            sel = (Ellipsis, torch.as_tensor(pos, device=x.device)[:, None], idx[None, :])
+            if clamping:
+                x[sel] = value
+            else:
+                x[sel] *= value
+            return x
+        view = x[..., pos, :]  # a view: edits land in x
+    if clamping:
+        view.index_fill_(-1, idx, value)
     else:
-        x[sel] *= value
+        view.index_copy_(-1, idx, view.index_select(-1, idx).mul_(value))
     return x
 
 
@@ -401,7 +412,7 @@ class SteeringHandle:
             if x is None:  # no selected position in this forward
                 return None
             site.fired += 1
-            return (x, *args[1:])
+            return None if x is args[0] else (x, *args[1:])  # edited in place: nothing to replace
         return hook
 
     def _post_hook(self, site: _Site):
