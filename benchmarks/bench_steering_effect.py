@@ -1,25 +1,34 @@
 """Measured effect of neuron steering on the shipped small token VLA, in closed-loop robosuite Lift.
 
-Method, end to end (the mechanistic-steering recipe for VLAs):
+Method, end to end (the mechanistic-steering recipe for VLAs; results in ``benchmarks/RESULTS.md``):
 
-1. **Discovery by vocabulary projection.** Every MLP neuron's value vector (a column of
-   ``llm.layers.{i}.mlp.down_proj.weight``) is projected onto the unembedding; neurons are ranked
-   by how strongly they promote a concept: the word ``up`` (``--concept up``), the *upward action
-   bins* (bins whose un-normalised z delta is above +0.1, minus those below -0.1: ``up_bins``), or
-   ``fast``. The top ``k`` over all layers form the steered set.
-2. **Interventions** (steer-api, at the down-projection input, all token positions): a static
-   clamp at several values, and a closed-loop PID coefficient on the measured end-effector height.
-3. **Controls:** the same number of neurons drawn at random from the same layers (several draws),
-   clamped at the same values.
-4. **Measurement** in closed-loop simulation: seeded Lift episodes (same seeds in every setting,
-   so differences are paired), ``terminate_on_success=false`` and a fixed number of steps so that
-   every episode covers the same time window. Per episode: mean and max end-effector height (m),
-   mean upward velocity and mean speed (m/s), and task success (cube lifted at any step).
+1. **Discovery by vocabulary projection** (steer-api's ``search_neurons``): every MLP neuron's value
+   vector (a column of ``llm.layers.{i}.mlp.down_proj.weight``) is projected onto the unembedding
+   through the final RMSNorm gain; the top ``--k`` neurons over all layers that promote a concept
+   form the steered set. Concepts (see :func:`concept_neurons`): ``up`` / ``fast`` (the word against
+   the other words of its plan slot, the default), ``up_plain`` (plain z-score of ``up``),
+   ``up_bins`` (upward against downward z action bins).
+2. **Interventions** (steer-api, at the down-projection input, ``--positions``): a static clamp at
+   each of ``--coefs``, and a closed-loop PID coefficient on end-effector height (``up``) or speed
+   (``fast``).
+3. **Controls:** the same number of neurons per layer drawn at random (``--random-draws`` draws),
+   clamped at ``--random-coefs``.
+4. **Measurement** in closed-loop simulation: seeded Lift episodes (the same seeds in every setting,
+   so differences are paired), ``terminate_on_success=false`` and ``--max-steps`` steps so that
+   every episode covers the same time window. Per episode: mean / max end-effector height (m),
+   mean upward velocity and speed (m/s), steps to success, the fraction of steps whose plan word
+   is ``up``, task success (cube lifted at any step). Plus an open-loop probe per static setting:
+   greedy predictions on 64 fixed held-out observations (``tests/data/lift_observations.npz``).
 
-Output: ``<out>/episodes.jsonl`` (one row per setting × episode, resumable), ``<out>/table.md``,
-``<out>/steering_effect.png``.
+Episodes of one setting run in lockstep (``--env-batch``), one batched policy call per step; a
+closed-loop coefficient is per episode, so those settings run one episode at a time.
+
+Output: ``<out>/episodes.jsonl`` (one row per setting × episode; reruns resume), ``<out>/table.md``,
+``<out>/summary.json``, ``<out>/neurons.yaml`` (the clusters, steer-api's file format),
+``<out>/hits.json`` and ``<out>/steering_effect.png``.
 
     .venv/bin/python benchmarks/bench_steering_effect.py --episodes 30 --out outputs/bench_steering
+    .venv/bin/python benchmarks/bench_steering_effect.py --only "clamp up" --episodes 5   # a subset
 """
 
 from __future__ import annotations
