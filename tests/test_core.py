@@ -18,7 +18,7 @@ from embodied_steer.core import (
     SteerablePolicy,
     UnsupportedIntervention,
 )
-from embodied_steer.eval.stats import wilson_interval
+from embodied_steer.eval.stats import mean_interval, wilson_interval
 
 
 class EchoPolicy(SteerablePolicy):
@@ -118,3 +118,16 @@ def test_wilson_interval_matches_known_values():
     assert wilson_interval(0, 0) == (0.0, 1.0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_mean_interval_is_a_seeded_bootstrap_around_the_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 0.5, 400)
+    mean, lo, hi = mean_interval(x)
+    assert mean == pytest.approx(x.mean())
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))  # the normal interval, for comparison
+    assert lo == pytest.approx(mean - half, abs=0.01) and hi == pytest.approx(mean + half, abs=0.01)
+    assert mean_interval(x) == (mean, lo, hi)  # seeded
+    assert mean_interval([2.5]) == (2.5, 2.5, 2.5)
+    assert all(np.isnan(v) for v in mean_interval([]))
+    assert mean_interval([1.0, float("nan"), 3.0])[0] == 2.0  # non-finite values are dropped

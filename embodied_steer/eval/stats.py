@@ -32,3 +32,29 @@ def _z(confidence: float) -> float:
     from statistics import NormalDist
 
     return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def mean_interval(values, confidence: float = 0.95, *, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` and its percentile-bootstrap interval: ``(mean, low, high)``.
+
+    Used for per-episode measurements (mean end-effector height, speed, …). For paired
+    comparisons (same seeds under two settings) pass the per-episode differences. The bootstrap is
+    seeded, so the same numbers give the same interval; ``(mean, mean, mean)`` for a single value
+    and ``(nan, nan, nan)`` for none.
+    """
+    import numpy as np
+
+    x = np.asarray(list(values), dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, mean, mean
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (resamples, x.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return mean, float(low), float(high)
