@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # checkout instead of the home folder; the set-up's pip cache is left where pip keeps it.
 RUN := XDG_CACHE_HOME=$(CURDIR)/.cache MPLCONFIGDIR=$(CURDIR)/.cache/matplotlib
 
-.PHONY: env demo test test-fast bench retrain-lift lock clean
+.PHONY: env demo test test-fast bench retrain-lift retrain-token-vla bench-steering-effect lock clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -36,6 +36,14 @@ bench: env
 # Re-create the shipped base policy from scratch (demonstrations, then training); see README.
 retrain-lift: env
 	$(RUN) bash scripts/retrain_base_policy.sh lift
+
+# Re-create the shipped small token VLA (300 demos ~2.5 min, then <= 4000 steps / 22 min on 1 thread).
+retrain-token-vla: env
+	$(RUN) bash scripts/retrain_token_vla.sh
+
+# Steering effect on the token VLA against random-neuron controls (~45 min on a loaded 2-core machine).
+bench-steering-effect: env
+	$(RUN) $(PY) benchmarks/bench_steering_effect.py --episodes 30 --out outputs/bench_steering
 
 lock: env
 	$(PY) -m pip freeze --exclude-editable | grep -v '^embodied' > requirements/constraints.txt.new
