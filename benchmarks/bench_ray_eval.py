@@ -67,6 +67,8 @@ def main() -> None:
                         help="episodes per cell of the resume check (2 cells, horizon 60); 0 skips it")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_ray"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--figure", type=Path, default=Path("benchmarks/figures/ray_eval.png"),
+                        help="bar chart of episodes per minute per path (with ideal scaling)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = args.episodes
@@ -163,10 +165,36 @@ def main() -> None:
         print(f"resumed sweep identical to an uninterrupted one: {resume['identical']} "
               f"({resume['episodes']} episodes; interrupted after {resume['interrupted_after']}, "
               f"{resume['resumed']} kept, {resume['executed_after_resume']} run after resuming)")
+    if args.figure:
+        plot_rows(rows, efficiency, n, args.figure)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": rows, "scaling_efficiency": efficiency, "overhead_s": overhead,
                                          "ray_start_s": ray_start, "resume": resume, "load": load}, indent=2))
+
+
+def plot_rows(rows: dict[str, dict], efficiency: float, episodes: int, path: Path) -> None:
+    """Episodes per minute per path, with the ideal (linear) scaling of the 1-worker Ray row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    rates = [rows[k]["episodes_per_min"] for k in names]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bars = ax.bar(names, rates, color=["#999999", "#6baed6", "#2171b5"][: len(names)])
+    ideal = 2 * rows["ray, 1 worker"]["episodes_per_min"]
+    ax.axhline(ideal, ls="--", color="k", lw=1, label=f"ideal 2 workers ({ideal:.1f})")
+    for b, r in zip(bars, rates):
+        ax.text(b.get_x() + b.get_width() / 2, r, f"{r:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("episodes / min")
+    ax.set_title(f"Lift eval, {episodes} episodes per path: scaling efficiency {efficiency:.2f}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
