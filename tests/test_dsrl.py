@@ -273,15 +273,21 @@ def test_na_refuses_camera_policies():
         make_decoder(policy, ObsFeatures(2, 2, 1), 4)
 
 
-def test_offline_transitions_from_the_lift_demos():
-    from pathlib import Path
-
+def test_offline_transitions_from_lift_demos(tmp_path):
+    """Offline DSRL-NA data from a LeRobot dataset of scripted Lift demonstrations (two recorded
+    here, the same recipe as data/lift_demos)."""
+    from embodied_steer.data.record import record_episodes
     from embodied_steer.dsrl.features import ObsFeatures
     from embodied_steer.dsrl.na import offline_transitions
+    from embodied_steer.experts.scripted import LiftExpert
+    from embodied_steer.sim.robosuite_env import RobosuiteEnv
 
-    root = Path(__file__).resolve().parents[1] / "data" / "lift_demos"
-    if not (root / "meta" / "info.json").is_file():
-        pytest.skip("data/lift_demos not present")
+    env = RobosuiteEnv("Lift")
+    try:
+        root = tmp_path / "lift_demos"
+        record_episodes(env, LiftExpert(seed=0), root, repo_id="local/lift_demos", num_episodes=2, seed=0)
+    finally:
+        env.close()
     info = json.loads((root / "meta" / "info.json").read_text())
     rows = offline_transitions(root, ObsFeatures(9, 10, 2), k=8, gamma=0.9, action_dim=7)
     assert len(rows) == info["total_frames"]
