@@ -128,3 +128,26 @@ def test_keypoint_image(lift_env):
     assert image.shape == (96, 128, 3) and image.dtype == np.uint8 and names == ("cube", "table")
     plain_row, plain_col = project_points(lift_env.unwrapped_robosuite.sim, "agentview", kp.double().numpy(), 96, 128)[1]
     assert 0 <= plain_row < 96 and 0 <= plain_col < 128
+
+
+def test_guide_program_vlm_falls_back_to_the_default_when_the_endpoint_is_unreachable(lift_env, monkeypatch,
+                                                                                         tmp_path, caplog):
+    """``guide.program=vlm`` with an endpoint that does not answer: the evaluation goes on with the
+    shipped default program for the task, and says so."""
+    import logging
+    import socket
+
+    from embodied_steer.vls.configure import load_program
+    from embodied_steer.vls.defaults import default_program
+
+    with socket.socket() as s:  # a loopback port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("EMBODIED_STEER_VLM_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("EMBODIED_STEER_VLM_MODEL", "m")
+    monkeypatch.setenv("EMBODIED_STEER_VLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EMBODIED_STEER_VLM_TIMEOUT", "5")
+    with caplog.at_level(logging.WARNING):
+        program = load_program("vlm", lift_env)
+    assert program.source == default_program("Lift").source
+    assert "VLM request failed" in caplog.text

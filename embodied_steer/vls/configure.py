@@ -70,7 +70,7 @@ def load_program(spec: str, env: Any) -> Any:
     if spec == "default":
         return default_program(task)
     if spec == "vlm":
-        from embodied_steer.vls.errors import NoProgramInResponse
+        from embodied_steer.vls.errors import NoProgramInResponse, VLMError
         from embodied_steer.vls.vlm import VLMConfig
 
         if VLMConfig.from_env() is None:
@@ -83,6 +83,8 @@ def load_program(spec: str, env: Any) -> Any:
             writer.write_for_env(env)
         except NoProgramInResponse as exc:
             log.warning("VLM gave no valid reward program, using the shipped default for %s: %s", task, exc)
+        except VLMError as exc:  # unreachable endpoint, timeout, HTTP error: evaluate with the default
+            log.warning("VLM request failed, using the shipped default reward program for %s: %s", task, exc)
         return writer.program
     path = Path(spec).expanduser()
     if not path.is_file():
