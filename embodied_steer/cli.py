@@ -123,19 +123,34 @@ def cmd_eval(cfg: DictConfig) -> int:
             steering.remove()
 
 
-def _run_eval(cfg: DictConfig, env, policy, steering) -> int:
+def build_act_fn(cfg: DictConfig, policy, env):
+    """The act function of an ``eval`` config's ``intervention`` block and ``guide`` group (before any
+    activation steering or monitor wraps it); bad settings become a :class:`ConfigError`."""
     from embodied_steer.eval.interventions import make_act_fn
+
+    guide = cfg.get("guide")
+    try:
+        return make_act_fn(cfg.intervention, policy, env=env,
+                           guide=None if guide is None else OmegaConf.to_container(guide, resolve=True))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def results_extra(cfg: DictConfig, policy, steering) -> dict[str, Any]:
+    """The ``extra`` block of a results folder's ``summary.json``: what steered the policy."""
+    guide = cfg.get("guide")
+    return {"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
+            "steer": None if steering is None else _jsonable(steering.describe()),
+            "guide": None if guide is None else OmegaConf.to_container(guide, resolve=True)}
+
+
+def _run_eval(cfg: DictConfig, env, policy, steering) -> int:
     from embodied_steer.eval.runner import evaluate
 
     out = Path(cfg.output_dir or f"outputs/eval/{env.spec_info.name}-{policy.info.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    guide = cfg.get("guide")
-    try:
-        act = make_act_fn(cfg.intervention, policy, env=env,
-                          guide=None if guide is None else OmegaConf.to_container(guide, resolve=True))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    act = build_act_fn(cfg, policy, env)
     steered = None
     if steering is not None:
         from embodied_steer.eval.interventions import steered_act
@@ -157,9 +172,7 @@ def _run_eval(cfg: DictConfig, env, policy, steering) -> int:
         env, policy, episodes=int(cfg.episodes), seed=int(cfg.seed), output_dir=out,
         max_steps=cfg.max_steps, execute_steps=cfg.execute_steps, act=act,
         video_every=int(cfg.video.every), video_fps=int(cfg.video.fps), resume=bool(cfg.resume),
-        extra={"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
-               "steer": None if steering is None else _jsonable(steering.describe()),
-               "guide": None if guide is None else OmegaConf.to_container(guide, resolve=True)},
+        extra=results_extra(cfg, policy, steering),
     )
     if steered is not None:
         steered.close()

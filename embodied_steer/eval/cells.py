@@ -116,8 +116,9 @@ def build_runtime(cfg_container: dict[str, Any]) -> CellRuntime:
     render settings and the ``extra`` block (intervention settings, policy info).
     """
     from embodied_steer import catalog
-    from embodied_steer.cli import _attach_steering, _check_compatible, _jsonable, instantiate_env, instantiate_policy
-    from embodied_steer.eval.interventions import make_act_fn, steered_act
+    from embodied_steer.cli import (_attach_steering, _check_compatible, build_act_fn, instantiate_env,
+                                    instantiate_policy, results_extra)
+    from embodied_steer.eval.interventions import steered_act
 
     catalog.register()
     cfg = OmegaConf.create(cfg_container)
@@ -125,12 +126,7 @@ def build_runtime(cfg_container: dict[str, Any]) -> CellRuntime:
     try:
         policy = instantiate_policy(cfg.policy, env)
         _check_compatible(env, policy)
-        guide = cfg.get("guide")
-        try:
-            act = make_act_fn(cfg.intervention, policy, env=env,
-                              guide=None if guide is None else OmegaConf.to_container(guide, resolve=True))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        act = build_act_fn(cfg, policy, env)
         steering = _attach_steering(cfg, policy)
         if steering is not None:
             act = steered_act(steering, act)
@@ -141,9 +137,7 @@ def build_runtime(cfg_container: dict[str, Any]) -> CellRuntime:
         "env": env.spec_info.name,
         "policy": policy.info.name,
         "render_settings": env.render_settings.as_dict(),
-        "extra": {"intervention": OmegaConf.to_container(cfg.intervention), "policy_info": _jsonable(policy.info.extra),
-                  "steer": None if steering is None else _jsonable(steering.describe()),
-                  "guide": None if cfg.get("guide") is None else OmegaConf.to_container(cfg.guide, resolve=True)},
+        "extra": results_extra(cfg, policy, steering),
     }
     return CellRuntime(env, policy, act, meta, steering)
 

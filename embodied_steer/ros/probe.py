@@ -162,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             rclpy.spin_once(node, timeout_sec=0.02)
         return cond()
 
+    def call(client, request):
+        """Call a service and spin until it answers (``None`` when the deadline passes first)."""
+        fut = client.call_async(request)
+        spin_until(lambda: fut.done())
+        return fut.result()
+
     try:
         # Discovery of each remote participant takes ~0.1 s or ~2.2 s: wait until both the arm's
         # observations and the server's commands arrive, then forget what came before (commands
@@ -217,11 +223,6 @@ def main(argv: list[str] | None = None) -> int:
             setp = node.create_client(SetParameters, f"{args.server}/set_parameters")
             steer = node.create_client(SetBool, f"{args.server}/set_steering")
             ok = spin_until(lambda: setp.service_is_ready() and steer.service_is_ready()) and ok
-
-            def call(client, request):
-                fut = client.call_async(request)
-                spin_until(lambda: fut.done())
-                return fut.result()
 
             def set_scale(v: float) -> bool:
                 value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
@@ -286,11 +287,6 @@ def main(argv: list[str] | None = None) -> int:
             get = node.create_client(GetState, f"{args.server}/get_state")
             change = node.create_client(ChangeState, f"{args.server}/change_state")
             ok = spin_until(lambda: get.service_is_ready() and change.service_is_ready()) and ok
-
-            def call(client, request):
-                fut = client.call_async(request)
-                spin_until(lambda: fut.done())
-                return fut.result()
 
             states = [call(get, GetState.Request()).current_state.label]
             done = call(change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
