@@ -388,3 +388,44 @@ def test_shipped_lift_adapter_config_builds_a_policy_that_acts():
     policy.reset()
     np.testing.assert_array_equal(policy.act(obs).actions, first)  # the actor's mean noise: deterministic
     assert OmegaConf.select(cfg, "policy.adapter_path").endswith("checkpoints/lift_dsrl")
+
+
+def test_noise_actor_act_switches_an_adapter_onto_a_loaded_policy(tmp_path):
+    """``intervention.dsrl=<adapter>`` (and the ROS policy server's ``dsrl`` setting) gives exactly the
+    adapted policy's actions without rebuilding the base; wrong adapters and combinations are refused."""
+    from embodied_steer.core.errors import CheckpointError
+    from embodied_steer.dsrl.features import ObsFeatures
+    from embodied_steer.dsrl.networks import NoiseActor
+    from embodied_steer.dsrl.policy import DSRLPolicy, NoiseActorAct, load_noise_adapter, save_adapter
+    from embodied_steer.eval.interventions import make_act_fn
+
+    base = ToyFlowPolicy()
+    latent = LatentNoiseMap(base.noise_spec, "tile", 1.5)
+    features = ObsFeatures(2, 2, 1)
+    torch.manual_seed(1)
+    actor = NoiseActor(4, 2, [16], 1.5)
+    save_adapter(tmp_path / "adapter", actor, latent, features, hidden=[16],
+                 base_config={"_target_": "embodied_steer.dsrl.toy.ToyFlowPolicy"}, algo="test")
+    env = ToyGoalEnv()
+    obs = to_observation(env.reset(seed=3)[0])
+    expected = DSRLPolicy(ToyFlowPolicy(), actor, latent, features).act(obs).actions
+    act = make_act_fn({"dsrl": str(tmp_path / "adapter")}, base)
+    assert isinstance(act, NoiseActorAct)
+    chunk = act(base, obs)
+    np.testing.assert_allclose(chunk.actions, expected, atol=1e-6)
+    assert chunk.info["dsrl"].endswith("adapter")
+    plain = base.act(obs).actions  # the policy's own noise acts differently
+    assert not np.allclose(plain, expected)
+
+    with pytest.raises(ValueError, match="cannot be combined"):
+        make_act_fn({"dsrl": str(tmp_path / "adapter"), "noise_scale": 0.5}, base)
+    with pytest.raises(CheckpointError, match="adapter.json"):
+        make_act_fn({"dsrl": str(tmp_path / "missing")}, base)
+    other = LatentNoiseMap(NoiseSpec((3, 2), 2), "full", 1.5)  # trained for another noise shape
+    save_adapter(tmp_path / "other", NoiseActor(4, other.latent_dim, [16], 1.5), other, features, hidden=[16],
+                 base_config=None, algo="test")
+    with pytest.raises(CheckpointError, match="noise of shape"):
+        NoiseActorAct(load_noise_adapter(tmp_path / "other"), base)
+    (tmp_path / "other" / "adapter.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="malformed"):
+        load_noise_adapter(tmp_path / "other")

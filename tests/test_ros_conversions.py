@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -124,3 +125,49 @@ def test_bootstrap_reexecs_with_the_library_path(tmp_path):
     boot = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert boot.returncode == 0, boot.stderr
     assert boot.stdout.strip() == "OK 1"
+
+
+def test_arm_description_and_keypoints_are_validated():
+    """What guidance needs at the policy server arrives as messages: malformed ones are refused with
+    the reason, stale keypoints make the chunk fall back to unguided sampling."""
+    from builtin_interfaces.msg import Time
+
+    from embodied_steer.ros.scene import (
+        ArmDescriptionError,
+        KeypointStore,
+        keypoints_from_message,
+        keypoints_message,
+        parse_arm_description,
+    )
+    from embodied_steer.vls.guidance import RewardFailure
+
+    good = {"task": "Lift", "state_names": ["eef_pos_x"], "control_hz": 20.0,
+            "spec_extra": {"controller_config": {}}, "keypoint_names": ["cube", "table"]}
+    assert parse_arm_description(json.dumps(good))["task"] == "Lift"
+    for bad, match in (("{not json", "JSON/YAML"), ("[1, 2]", "mapping"),
+                       (json.dumps({"task": "Lift"}), "lacks"),
+                       (json.dumps({**good, "control_hz": -1}), "control_hz"),
+                       (json.dumps({**good, "state_names": "eef"}), "state_names")):
+        with pytest.raises(ArmDescriptionError, match=match):
+            parse_arm_description(bad)
+
+    points = np.array([[0.1, -0.2, 0.83], [0.0, 0.0, 0.8]])
+    msg = keypoints_message(points, Time(sec=5), "world")
+    np.testing.assert_allclose(keypoints_from_message(msg, 2), points, atol=1e-6)
+    with pytest.raises(UnsafeInput, match="legend has 3"):
+        keypoints_from_message(msg, 3)
+    for bad_points, match in (([[float("nan"), 0, 0]], "NaN"), ([[1e4, 0, 0]], "beyond"), (np.zeros((0, 3)), "0 poses")):
+        with pytest.raises(UnsafeInput, match=match):
+            keypoints_from_message(keypoints_message(np.asarray(bad_points, float), Time(sec=5), "world"))
+
+    store = KeypointStore(max_age_s=0.5)
+    with pytest.raises(RewardFailure, match="no keypoints"):
+        store.for_observation(5.0)
+    store.update(5_000_000_000, points)
+    np.testing.assert_allclose(store.for_observation(5.2).numpy(), points, atol=1e-6)
+    with pytest.raises(RewardFailure, match="older"):
+        store.for_observation(6.0)
+    with pytest.raises(RewardFailure, match="newer"):
+        store.for_observation(4.0)
+    with pytest.raises(UnsafeInput, match="backwards"):
+        store.update(4_000_000_000, points)

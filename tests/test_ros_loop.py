@@ -118,6 +118,15 @@ def test_steering_control_node_applies_presets_and_refuses_bad_requests(loop):
     assert "focused" in a["unknown"]["reason"], a  # lists the known presets
     assert not a["malformed"]["applied"] and "JSON" in a["malformed"]["reason"], a
     assert a["untouched"]["applied"] and a["untouched"]["settings"] == {}, a
+    # the DSRL noise actor and reward-guided sampling switch on at run time: the server's diagnostics
+    # count chunks sampled that way right after the switch
+    assert a["adapted"]["applied"] and res["effects"]["adapted"] >= 2, (a["adapted"], res["effects"])
+    assert a["guided"]["applied"] and res["effects"]["guided"] >= 2, (a["guided"], res["effects"])
+    assert res["counters"]["guide_fallbacks"] == 0, res["counters"]  # keypoints arrived with every observation
+    assert not a["bad_adapter"]["applied"] and "adapter" in a["bad_adapter"]["reason"], a
+    assert a["bad_adapter"]["preset"] == "adapted", a  # refused: the previous settings stay
+    reason = a["hostile_program"]["reason"].lower()
+    assert not a["hostile_program"]["applied"] and "import" in reason, a  # the sandbox refuses it
 
 
 def test_lifecycle_deactivate_stops_commanding_and_activate_resumes(loop):
@@ -153,7 +162,7 @@ def test_recording_and_clean_teardown(loop):
         assert not node.group_alive(), node.name
     assert "STATS recorder" in "\n".join(loop.nodes["recorder"].lines)
     assert "queries=" in loop.nodes["assist_monitor"].find("STATS")[0]
-    assert "refused=3" in loop.nodes["steering_control"].find("STATS")[0]
+    assert "refused=5" in loop.nodes["steering_control"].find("STATS")[0]  # the five bad requests
     server_stats = loop.nodes["policy_server"].find("STATS")[0]
     assert "rejected=0" not in server_stats  # the hostile messages were rejected and counted
     store = get_typestore(Stores.ROS2_KILTED)

@@ -401,3 +401,53 @@ def test_guide_settings_are_checked():
         guidance_config({"lambda": 1.0})
     with pytest.raises(ConfigError, match="schedule"):
         guidance_config({"schedule": {"shape": "s"}})
+
+
+def test_detach_stops_resetting_with_the_policy(tiny_diffusion):
+    """Switching guidance off at run time: a detached sampler no longer follows ``policy.reset``; a
+    sampler attached after it still does."""
+    first, second = _sampler(num_particles=2), _sampler(num_particles=2)
+    first.attach(tiny_diffusion)
+    second.attach(tiny_diffusion)
+    obs = _obs()
+    tiny_diffusion.reset(seed=0)
+    first.act(tiny_diffusion, obs)
+    second.act(tiny_diffusion, obs)
+    first.detach(tiny_diffusion)  # the inner one: the outer reset hook is rewired around it
+    tiny_diffusion.reset(seed=1)
+    assert first.episode_info()["chunks"] == 1 and second.episode_info()["chunks"] == 0
+    second.act(tiny_diffusion, obs)
+    second.detach(tiny_diffusion)
+    tiny_diffusion.reset(seed=2)
+    assert second.episode_info()["chunks"] == 1
+    assert getattr(tiny_diffusion.reset, "_guided_sampler", None) is None
+
+
+def test_guide_from_context_compiles_a_program_sent_as_text(tiny_diffusion):
+    """The ROS policy server's path: no simulator, the program arrives as text and goes through the
+    sandbox; a hostile one is refused with the sandbox's reason."""
+    from embodied_steer.vls.configure import GuideContext, guide_from_context
+    from embodied_steer.vls.errors import RewardProgramError
+
+    extra = {"controller_config": {"control_delta": True, "input_max": 1, "input_min": -1, "output_max": 0.05,
+                                   "output_min": -0.05, "kp": 150, "damping_ratio": 1}, "sim_timestep": 0.002}
+    names = ["eef_pos_x", "eef_pos_y", "eef_pos_z"] + [f"s{i}" for i in range(6)]
+    context = GuideContext(task="Lift", state_names=names, spec_extra=extra, control_hz=20.0,
+                           keypoints=lambda obs: torch.tensor([[0.0, 0.0, 1.2]]))
+    up = "def stage_1(keypoints, trajectory):\n    return trajectory[:, -1, 2]\n"
+    guide = guide_from_context({"program_source": up, "num_particles": 2, "scale": 3.0}, tiny_diffusion, context)
+    try:
+        obs = _obs()
+        tiny_diffusion.reset(seed=0)
+        guided = guide.act(tiny_diffusion, obs)
+        assert guided.info["guided"] is True
+        tiny_diffusion.reset(seed=0)
+        plain = tiny_diffusion.act(obs).actions
+        assert guided.actions[:, 2].mean() > plain[:, 2].mean()  # the program asks for a higher end point
+    finally:
+        guide.detach(tiny_diffusion)
+    with pytest.raises(RewardProgramError, match="import"):
+        guide_from_context({"program_source": "import os\ndef stage_1(keypoints, trajectory):\n    return 0\n"},
+                           tiny_diffusion, context)
+    with pytest.raises(ConfigError, match="vlm"):
+        guide_from_context({"program": "vlm"}, tiny_diffusion, context)

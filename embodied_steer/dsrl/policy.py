@@ -12,6 +12,7 @@ decides). A saved adapter is a folder::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from embodied_steer.core.errors import CheckpointError
 from embodied_steer.core.policy import DenoiseCallback, InterventionPoint, PolicyInfo, SteerablePolicy
-from embodied_steer.core.types import Observation
+from embodied_steer.core.types import ActionChunk, Observation
 from embodied_steer.dsrl.features import ObsFeatures
 from embodied_steer.dsrl.latent import LatentNoiseMap
 from embodied_steer.dsrl.networks import NoiseActor
@@ -81,15 +82,10 @@ class DSRLPolicy(SteerablePolicy):
                      name: str | None = None, env_spec: Any = None) -> "DSRLPolicy":
         """Load a saved adapter; the base policy is built from ``base`` (a policy config) or, by
         default, from the config stored in ``adapter.json``."""
-        folder = Path(adapter_path)
-        meta_path, weights = folder / "adapter.json", folder / "actor.safetensors"
-        for path in (meta_path, weights):
-            if not path.is_file():
-                raise CheckpointError(f"DSRL adapter incomplete: {path} is missing")
-        meta = json.loads(meta_path.read_text())
-        base_cfg = base if base is not None else meta.get("base_policy")
+        adapter = load_noise_adapter(adapter_path)
+        base_cfg = base if base is not None else adapter.base_config
         if base_cfg is None:
-            raise CheckpointError(f"{meta_path} names no base policy; pass base=<policy config>")
+            raise CheckpointError(f"{adapter.folder / 'adapter.json'} names no base policy; pass base=<policy config>")
         from omegaconf import OmegaConf
 
         from embodied_steer import catalog
@@ -97,13 +93,92 @@ class DSRLPolicy(SteerablePolicy):
 
         catalog.register()
         base_policy = instantiate_policy(OmegaConf.create(dict(base_cfg)))
+        return cls(base_policy, adapter.actor, adapter.latent, adapter.features, name=name or adapter.meta.get("name"),
+                   execute_steps=adapter.meta.get("execute_steps"))
+
+
+@dataclass
+class NoiseAdapter:
+    """A saved DSRL adapter without its base policy: the noise actor and how it sees and acts.
+
+    Attributes:
+        folder: where it was loaded from.
+        actor: the noise actor (eval mode).
+        latent: latent → sampler-noise map (carries the base policy's noise shape).
+        features: the agent's observation layout.
+        meta: the parsed ``adapter.json``.
+    """
+
+    folder: Path
+    actor: NoiseActor
+    latent: LatentNoiseMap
+    features: ObsFeatures
+    meta: dict[str, Any]
+
+    @property
+    def base_config(self) -> dict[str, Any] | None:
+        """The config of the base policy the actor was trained on (``None`` if not recorded)."""
+        cfg = self.meta.get("base_policy")
+        return dict(cfg) if cfg is not None else None
+
+
+def load_noise_adapter(adapter_path: str | Path) -> NoiseAdapter:
+    """Read ``adapter.json`` + ``actor.safetensors`` (see the module docstring).
+
+    Raises:
+        CheckpointError: a file is missing or does not match the recorded layout.
+    """
+    folder = Path(adapter_path)
+    meta_path, weights = folder / "adapter.json", folder / "actor.safetensors"
+    for path in (meta_path, weights):
+        if not path.is_file():
+            raise CheckpointError(f"DSRL adapter incomplete: {path} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
         latent = LatentNoiseMap.from_dict(meta["latent"])
         features = ObsFeatures(**meta["features"])
         actor = NoiseActor(features.dim, int(latent.latent_dim), meta["hidden"], latent.bound,
                            layernorm=bool(meta.get("layernorm", False)))
         actor.load_state_dict(load_file(str(weights)))
-        return cls(base_policy, actor, latent, features, name=name or meta.get("name"),
-                   execute_steps=meta.get("execute_steps"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"DSRL adapter {folder} is malformed: {type(exc).__name__}: {exc}") from None
+    return NoiseAdapter(folder, actor.eval(), latent, features, meta)
+
+
+class NoiseActorAct:
+    """Act function that lets a DSRL noise actor pick the initial noise of an already loaded base policy.
+
+    The same computation as :class:`DSRLPolicy` (``b·tanh(actor_mean(features))`` through the latent
+    map), but applied to a policy object that is already running — how the ROS 2 policy server and
+    ``embodied-steer eval intervention.dsrl=<adapter>`` switch an adapter on without reloading the base.
+
+    Raises (at construction):
+        UnsupportedIntervention: the policy has no ``NOISE`` point.
+        CheckpointError: the adapter was trained for another noise shape or observation layout.
+    """
+
+    def __init__(self, adapter: NoiseAdapter, policy: SteerablePolicy) -> None:
+        policy.require(InterventionPoint.NOISE, "a DSRL adapter")
+        have, want = tuple(policy.noise_spec.shape), tuple(adapter.latent.spec.shape)
+        if have != want:
+            raise CheckpointError(f"DSRL adapter {adapter.folder} was trained for noise of shape {want}, "
+                                  f"policy '{policy.info.name}' samples noise of shape {have}")
+        f = adapter.features
+        if f.state_dim and policy.info.state_dim is not None and f.state_dim != policy.info.state_dim:
+            raise CheckpointError(f"DSRL adapter {adapter.folder} reads a state of {f.state_dim} values, policy "
+                                  f"'{policy.info.name}' has {policy.info.state_dim}")
+        self.adapter = adapter
+
+    def noise_for(self, history: Sequence[Observation]) -> torch.Tensor:
+        """Sampler noise ``(1, *noise_shape)`` the actor picks for an observation history."""
+        vec = torch.as_tensor(self.adapter.features.from_history(list(history)))[None]
+        with torch.no_grad():
+            return self.adapter.latent.to_noise(self.adapter.actor.deterministic(vec))
+
+    def __call__(self, policy: SteerablePolicy, obs: Observation) -> ActionChunk:
+        policy.observe(obs)
+        samples = policy.generate(1, noise=self.noise_for(policy.history()))
+        return ActionChunk(samples.actions[0], samples.bounds, {"dsrl": str(self.adapter.folder)})
 
 
 def save_adapter(folder: str | Path, actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures, *,

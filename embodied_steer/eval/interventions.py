@@ -36,12 +36,31 @@ def make_act_fn(
     this factor (< 1 concentrates samples on the mode, 0 is the deterministic mean path of DDIM /
     the flow ODE). Uses the ``NOISE`` intervention point; the noise of an episode is seeded by
     ``(noise_seed, episode seed)`` (see :class:`ScaledNoiseAct`).
+
+    ``dsrl`` (path of a DSRL adapter folder, default none): a trained noise actor picks the initial
+    noise (:class:`~embodied_steer.dsrl.policy.NoiseActorAct`) — the same policy as
+    ``policy=<adapter config>``, switched on over an already loaded base policy.
     """
-    known = {"noise_scale", "noise_seed"}
+    known = {"noise_scale", "noise_seed", "dsrl"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"unknown intervention settings {sorted(unknown)}; known: {sorted(known)}")
     scale = float(settings.get("noise_scale", 1.0))
+    adapter = settings.get("dsrl")
+    if adapter is not None:
+        if not isinstance(adapter, str) or not adapter.strip():
+            raise ValueError(f"intervention.dsrl must be the path of a DSRL adapter folder, got {adapter!r}")
+        if scale != 1.0 or guide is not None:
+            raise ValueError("intervention.dsrl chooses the sampler's noise itself: it cannot be combined with "
+                             "intervention.noise_scale or guide=...")
+        from embodied_steer.dsrl.policy import NoiseActorAct, load_noise_adapter
+
+        path = Path(adapter).expanduser()
+        if not path.exists() and not path.is_absolute():  # a shipped adapter, e.g. checkpoints/lift_dsrl
+            from embodied_steer.catalog import find_asset
+
+            path = Path(find_asset(adapter))
+        return NoiseActorAct(load_noise_adapter(path), policy)
     if guide is not None:
         policy.require(InterventionPoint.DENOISING_STEP, "reward-guided sampling (guide=...)")
         if scale != 1.0:

@@ -141,7 +141,8 @@ def plan_launch(path: str | os.PathLike, prefixes: list[Path] | None = None,
     for el in root:
         if el.tag == "arg":
             name = el.attrib["name"]
-            args[name] = str((launch_args or {}).get(name, el.attrib.get("default", "")))
+            given = (launch_args or {}).get(name)
+            args[name] = str(given) if given is not None else _subst(el.attrib.get("default", ""), args, prefixes)
         elif el.tag == "node":
             cond = el.attrib.get("if")
             if cond is not None and _subst(cond, args, prefixes).lower() not in ("true", "1"):

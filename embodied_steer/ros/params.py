@@ -46,6 +46,8 @@ POLICY_SERVER: dict[str, Any] = {
     "intervention.noise_seed": 0,
     "steering.settings": "",
     "episode_seed": -1,
+    "keypoints_max_age_s": 1.0,
+    "arm_description_file": "",
 }
 
 SIM_ARM: dict[str, Any] = {

@@ -26,10 +26,23 @@ Topics, units and message types: :mod:`embodied_steer.ros.conversions`. Services
 episode), ``~/set_steering`` (``std_srvs/SetBool``: interventions on / off, from the next chunk).
 Steering parameters ``intervention.noise_scale`` / ``intervention.noise_seed`` and
 ``steering.settings`` (a JSON object with the settings of ``embodied-steer eval``'s intervention
-block, which wins over the former) may be changed at run time (``ros2 param set``, or the
+block; when set it is the complete settings and the former are ignored) may be changed at run time (``ros2 param set``, or the
 ``steering_control`` node); a change is validated against the loaded policy at once — an invalid
 one is refused with its reason — and applies from the next chunk. Diagnostics:
 ``diagnostic_msgs/DiagnosticArray`` on ``diagnostics``.
+
+What ``steering.settings`` can switch at run time (all validated before they are accepted):
+
+* ``noise_scale`` / ``noise_seed`` — the sampler's initial noise (``NOISE`` point);
+* ``steer`` — activation steering (a mapping in the format of ``steering/<name>.yaml``; ``ACTIVATIONS``);
+  coefficients, neurons and schedules change by sending a new mapping;
+* ``dsrl`` — the path of a DSRL adapter folder: its noise actor picks the noise (``NOISE``); ``null``
+  or absent goes back to the base policy's own noise;
+* ``guide`` — reward-guided sampling (``DENOISING_STEP``): the name of a ``guide`` config
+  (``vls``, ``grad``) or a mapping of guide settings, which may carry the reward program's text as
+  ``program_source`` (compiled in the sandbox). Needs the arm description and keypoints
+  (:mod:`embodied_steer.ros.scene`); a chunk whose keypoints are missing or older than
+  ``keypoints_max_age_s`` is sampled unguided and counted as ``guide_fallbacks``.
 """
 
 from __future__ import annotations
@@ -41,11 +54,12 @@ import numpy as np
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import PoseArray, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -54,7 +68,15 @@ from embodied_steer.ros import conversions as cv
 from embodied_steer.ros.inputs import ObservationInputs
 from embodied_steer.ros.node_utils import announce, declare, run_node
 from embodied_steer.ros.params import POLICY_SERVER as DEFAULTS
-from embodied_steer.ros.safety import EefLimits, EStop, JointLimits, SafetyFilter, Watchdog
+from embodied_steer.ros.safety import EefLimits, EStop, JointLimits, SafetyFilter, UnsafeInput, Watchdog
+from embodied_steer.ros.scene import (
+    ArmDescriptionError,
+    KeypointStore,
+    guide_context,
+    keypoints_from_message,
+    load_arm_description,
+    parse_arm_description,
+)
 
 
 def _strings(values: list[str]) -> list[str]:
@@ -76,15 +98,20 @@ class PolicyServer(LifecycleNode):
         self.estop = EStop()
         self.inputs: ObservationInputs | None = None
         self.counters = {"rejected": 0, "clamped": 0, "holds": 0, "commands": 0, "chunks": 0, "overruns": 0,
-                         "errors": 0}
+                         "errors": 0, "guided_chunks": 0, "guide_fallbacks": 0, "dsrl_chunks": 0}
         self.last_infer_s = 0.0
         self._queue: list[np.ndarray] = []
         self._last_stamp = -1
         self._last_gripper = -1.0
         self._holding = ""
         self._act = None
-        self._steering = None  # activation-steering handle of the current settings
+        self._needs_keypoints = False
+        self._detach: list = []  # undo functions of the current settings (steering hooks, guided sampler)
         self._act_dirty = True
+        self.keypoints = KeypointStore(float(self.p["keypoints_max_age_s"]))
+        self.arm_description: dict[str, Any] | None = None
+        if self.p["arm_description_file"]:
+            self.arm_description = load_arm_description(self.p["arm_description_file"])
         if self.p["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise RuntimeError("policy_server: configure failed")
@@ -107,7 +134,10 @@ class PolicyServer(LifecycleNode):
             on_observation=lambda: self.watchdog.observation(time.monotonic()),
             on_reset=lambda _stamp: self._new_episode(), on_joint_states=self._on_joints)
         self.inputs.subscribe(cams)
-        self._subs = [self.create_subscription(Bool, "estop", self._on_estop_topic, 10)]
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._subs = [self.create_subscription(Bool, "estop", self._on_estop_topic, 10),
+                      self.create_subscription(PoseArray, "keypoints", self._on_keypoints, 10),
+                      self.create_subscription(String, "arm_description", self._on_arm_description, latched)]
         if self.p["command_type"] == "eef_twist":
             self._pubs["twist"] = self.create_publisher(TwistStamped, "eef_command", 10)
             self._pubs["gripper"] = self.create_publisher(JointState, "gripper_command", 10)
@@ -153,9 +183,7 @@ class PolicyServer(LifecycleNode):
             self.destroy_publisher(pub)
         self.destroy_timer(self._diag_timer)
         self._subs, self._srvs, self._pubs = [], [], {}
-        if self._steering is not None:
-            self._steering.remove()
-            self._steering = None
+        self._remove_interventions()
         self._act = None
         self.policy = None
         return TransitionCallbackReturn.SUCCESS
@@ -200,9 +228,9 @@ class PolicyServer(LifecycleNode):
             try:
                 settings = self._steering_settings({**self.p, **changes})
                 if self.policy is not None:  # validate against this policy; built again at the next chunk
-                    _, handle = self._build_act(settings)
-                    if handle is not None:
-                        handle.remove()
+                    _, undo = self._build_act(settings)
+                    for fn in undo:
+                        fn()
             except Exception as exc:  # noqa: BLE001 - any invalid setting is refused with its reason
                 return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
         for name, value in changes.items():
@@ -213,62 +241,131 @@ class PolicyServer(LifecycleNode):
 
     @staticmethod
     def _steering_settings(p: dict[str, Any]) -> dict[str, Any]:
-        """The evaluation's intervention settings from the parameters: ``intervention.*`` plus the JSON
-        object in ``steering.settings`` (which wins; the format of ``embodied-steer eval``'s settings)."""
+        """The evaluation's intervention settings from the parameters: the JSON object in
+        ``steering.settings`` (the format of ``embodied-steer eval``'s settings) when it is set — it is
+        then the complete settings — else the ``intervention.*`` parameters."""
         import json
 
-        settings: dict[str, Any] = {"noise_scale": float(p["intervention.noise_scale"]),
-                                    "noise_seed": int(p["intervention.noise_seed"])}
         text = str(p.get("steering.settings") or "").strip()
         if text:
-            extra = json.loads(text)
-            if not isinstance(extra, dict):
-                raise ValueError(f"steering.settings must be a JSON object, got {type(extra).__name__}")
-            settings.update(extra)
+            settings = json.loads(text)
+            if not isinstance(settings, dict):
+                raise ValueError(f"steering.settings must be a JSON object, got {type(settings).__name__}")
+        else:
+            settings = {"noise_scale": float(p["intervention.noise_scale"]),
+                        "noise_seed": int(p["intervention.noise_seed"])}
         scale = float(settings.get("noise_scale", 1.0))
         if not np.isfinite(scale) or scale < 0:
             raise ValueError(f"intervention.noise_scale must be finite and >= 0, got {scale}")
         return settings
 
     def _build_act(self, settings: dict[str, Any]):
-        """The act function of ``settings`` and the activation-steering handle it attached (or None).
+        """The act function of ``settings`` and the undo functions of what it attached to the policy.
 
         ``steer`` (a mapping in the format of ``steering/<name>.yaml``) attaches interventions on the
-        policy's modules; the other keys go to :func:`~embodied_steer.eval.interventions.make_act_fn`.
-        Reward-guided sampling (``guide``) needs the environment's keypoints and is not offered here.
+        policy's modules; ``guide`` builds a guided sampler from the arm description and the keypoint
+        topic; the other keys (``noise_scale``, ``noise_seed``, ``dsrl``) go to
+        :func:`~embodied_steer.eval.interventions.make_act_fn`.
         """
         from embodied_steer.eval.interventions import make_act_fn, steered_act
 
         settings = dict(settings)
-        if "guide" in settings:
-            raise ValueError("guide=... (reward-guided sampling) needs the simulator's keypoints; not available "
-                             "in the policy server")
         steer = settings.pop("steer", None)
+        guide = settings.pop("guide", None)
         if steer is not None and not isinstance(steer, dict):
             raise ValueError(f"steer must be a mapping of steering settings, got {type(steer).__name__}")
-        act = make_act_fn(settings, self.policy)
-        handle = None
+        undo: list = []
+        if guide is not None:
+            sampler = act = self._guided_act(guide, settings)
+            policy = self.policy
+            undo.append(lambda: sampler.detach(policy))
+        else:
+            act = make_act_fn(settings, self.policy)
         if steer:
             from embodied_steer.steering.config import attach_from_config
 
-            handle = attach_from_config(self.policy, steer)
+            try:
+                handle = attach_from_config(self.policy, steer)
+            except Exception:
+                for fn in undo:
+                    fn()
+                raise
             if handle is not None:
+                undo.append(handle.remove)
                 act = steered_act(handle, act)
-        return act, handle
+        return act, undo
+
+    def _guided_act(self, guide: Any, settings: dict[str, Any]):
+        """A guided sampler for ``guide`` (a guide config name or a settings mapping), re-seeded with the
+        current episode's seed so that a run through ROS samples what ``embodied-steer eval`` does."""
+        from embodied_steer.vls.configure import guide_from_context
+
+        if float(settings.get("noise_scale", 1.0)) != 1.0 or settings.get("dsrl") is not None:
+            raise ValueError("guide cannot be combined with noise_scale or dsrl (the guided sampler draws its own noise)")
+        if isinstance(guide, str):
+            from omegaconf import OmegaConf
+
+            from embodied_steer.cli import compose
+
+            guide = OmegaConf.to_container(compose("eval", [f"guide={guide}"]).guide, resolve=True)
+        if not isinstance(guide, dict):
+            raise ValueError(f"guide must be a guide config name or a mapping of guide settings, got "
+                             f"{type(guide).__name__}")
+        if self.arm_description is None:
+            raise ValueError("guide needs the arm description (topic 'arm_description' or the "
+                             "arm_description_file parameter); none received yet")
+        sampler = guide_from_context(guide, self.policy, guide_context(self.arm_description, self.keypoints))
+        seed = int(self.p["episode_seed"])
+        if seed >= 0:
+            sampler.reset(seed)
+        return sampler
+
+    def _remove_interventions(self) -> None:
+        for fn in reversed(self._detach):
+            fn()
+        self._detach = []
 
     def _act_fn(self):
         if self._act_dirty or self._act is None:
             from embodied_steer.eval.runner import default_act
 
-            if self._steering is not None:  # the previous interventions come off before new ones go on
-                self._steering.remove()
-                self._steering = None
+            self._remove_interventions()  # the previous interventions come off before new ones go on
+            self._needs_keypoints = False
             if self.p["steering_enabled"]:
-                self._act, self._steering = self._build_act(self._steering_settings(self.p))
+                settings = self._steering_settings(self.p)
+                self._act, self._detach = self._build_act(settings)
+                self._needs_keypoints = settings.get("guide") is not None
             else:
                 self._act = default_act
             self._act_dirty = False
         return self._act
+
+    def _on_keypoints(self, msg: PoseArray) -> None:
+        try:
+            stamp = cv.stamp_ns(msg.header.stamp)
+            if self.inputs is not None and stamp < self.inputs.ignore_before_ns:
+                return  # from before the last episode reset
+            now = self.get_clock().now().nanoseconds
+            if stamp > now + int(self.p["max_future_stamp_s"] * 1e9):
+                raise UnsafeInput(f"keypoints: stamp is {(stamp - now) / 1e9:.3f} s in the future")
+            names = (self.arm_description or {}).get("keypoint_names") or []
+            self.keypoints.update(stamp, keypoints_from_message(msg, len(names) or None))
+        except Exception as exc:  # noqa: BLE001 - nothing malformed may crash the node
+            if self.inputs is not None:
+                self.inputs.reject("keypoints", exc)
+
+    def _on_arm_description(self, msg: String) -> None:
+        try:
+            description = parse_arm_description(msg.data)
+        except ArmDescriptionError as exc:
+            if self.inputs is not None:
+                self.inputs.reject("arm_description", exc)
+            return
+        if self.p["arm_description_file"]:
+            return  # the parameter file wins over the topic
+        self.arm_description = description
+        self.get_logger().info(f"arm description: task {description['task']}, "
+                               f"{len(description.get('keypoint_names') or [])} keypoints")
 
     # ------------------------------------------------------------------ inputs
     def _on_joints(self, msg: JointState) -> None:
@@ -285,6 +382,7 @@ class PolicyServer(LifecycleNode):
         if self.inputs is not None:
             self.inputs.new_episode(ignore_before_ns)
         self._last_stamp = -1
+        self.keypoints.clear()
         if self.policy is not None:
             seed = int(self.p["episode_seed"])
             self.policy.reset(seed=seed if seed >= 0 else None)
@@ -339,15 +437,20 @@ class PolicyServer(LifecycleNode):
         if self.p["lockstep"] and not new:
             return
         obs = self.assembler.build(timestamp=stamp / 1e9)
+        previous = self._last_stamp
         if new:
             self._last_stamp = stamp
         try:
             if not self._queue:
+                act = self._act_fn()
+                if self._needs_keypoints and self.p["lockstep"] and (self.keypoints.stamp_ns or -1) < stamp:
+                    self._last_stamp = previous  # answer this stamp once they arrive
+                    return  # lockstep: the simulator sends this step's keypoints; wait for them
                 t0 = time.monotonic()
-                chunk = self._act_fn()(self.policy, obs)
+                chunk = act(self.policy, obs)
                 t1 = time.monotonic()
                 self.last_infer_s = t1 - t0
-                self.counters["chunks"] += 1
+                self._count_chunk(chunk.info)
                 if not self.watchdog.inference(t0, t1):
                     self.counters["overruns"] += 1
                     if not self.p["lockstep"]:
@@ -363,6 +466,13 @@ class PolicyServer(LifecycleNode):
             self._queue.clear()
             self.get_logger().error(f"policy step failed: {type(exc).__name__}: {exc}", throttle_duration_sec=1.0)
             self._hold(f"policy error: {type(exc).__name__}")
+
+    def _count_chunk(self, info: Any) -> None:
+        self.counters["chunks"] += 1
+        if "guided" in info:
+            self.counters["guided_chunks" if info["guided"] else "guide_fallbacks"] += 1
+        if "dsrl" in info:
+            self.counters["dsrl_chunks"] += 1
 
     def _command(self, action: np.ndarray, obs, stamp: int) -> None:
         st = cv.to_stamp(stamp)

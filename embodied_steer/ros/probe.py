@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_ros_environment()
     import rclpy
-    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from geometry_msgs.msg import PoseArray, PoseStamped, TwistStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image, JointState
     from std_msgs.msg import Bool, String
     from std_srvs.srv import SetBool
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         "twist": node.create_publisher(TwistStamped, "eef_command", 10),
         "estop": node.create_publisher(Bool, "estop", 10),
         "gripper": node.create_publisher(JointState, "gripper_command", 10),
+        "keypoints": node.create_publisher(PoseArray, "keypoints", 10),
+        "description": node.create_publisher(String, "arm_description", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)),
     }
     rng = np.random.default_rng(args.seed)
     result: dict[str, object] = {"mode": args.mode}
@@ -265,20 +269,42 @@ def main(argv: list[str] | None = None) -> int:
             states: list[dict] = []
             qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            from diagnostic_msgs.msg import DiagnosticArray
+
             node.create_subscription(String, "steering/state", lambda m: states.append(json.loads(m.data)), qos)
+            counters: dict[str, int] = {}
+
+            def on_diagnostics(msg) -> None:
+                for st in msg.status:
+                    if st.name.startswith(f"{args.server}:"):
+                        counters.update({kv.key: int(kv.value) for kv in st.values if kv.value.isdigit()})
+
+            node.create_subscription(DiagnosticArray, "diagnostics", on_diagnostics, 50)
             select = node.create_publisher(String, "steering/select", 10)
             ok = spin_until(lambda: state["commands"] >= 5 and select.get_subscription_count() > 0)
             answers: dict[str, dict] = {}
-            for label, text in (("preset", "focused"), ("invalid", '{"noise_scale": -1.0}'),
-                                ("unknown", "no_such_preset"), ("malformed", "{not json"),
-                                ("untouched", "untouched")):
+            effects: dict[str, int] = {}
+            hostile_program = json.dumps({"guide": {"program_source": "import os\ndef stage_1(keypoints, trajectory):\n"
+                                                                      "    return os.system('true')\n"}})
+            for label, text, counter in (
+                    ("preset", "focused", None), ("invalid", '{"noise_scale": -1.0}', None),
+                    ("unknown", "no_such_preset", None), ("malformed", "{not json", None),
+                    ("adapted", "adapted", "dsrl_chunks"), ("bad_adapter", '{"dsrl": "/no/such/adapter"}', None),
+                    ("guided", "guided", "guided_chunks"), ("hostile_program", hostile_program, None),
+                    ("untouched", "untouched", None)):
                 seen = len(states)
                 select.publish(String(data=text))
                 ok = spin_until(lambda: len(states) > seen) and ok
                 answers[label] = states[-1] if len(states) > seen else {}
+                if counter is not None and answers[label].get("applied"):
+                    # applied from the next chunk: the server's diagnostics must count chunks of that kind
+                    start = counters.get(counter, 0)
+                    effects[label] = int(spin_until(lambda: counters.get(counter, 0) >= start + 2)) and (
+                        counters.get(counter, 0) - start)
             before = state["commands"]
             more = spin_until(lambda: state["commands"] >= before + 20)
-            result.update(ok=ok and more, answers=answers, commanding=more)
+            result.update(ok=ok and more, answers=answers, commanding=more, effects=effects,
+                          counters=dict(counters))
         elif args.mode == "lifecycle":
             from lifecycle_msgs.msg import Transition
             from lifecycle_msgs.srv import ChangeState, GetState
@@ -346,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
 def _hostile_kinds() -> list[str]:
     return ["js_nan", "js_names", "js_count", "js_old", "js_future", "js_empty", "pose_nan", "pose_quat",
             "pose_absurd", "pose_old", "obj_size", "obj_nan", "obj_count", "img_encoding", "img_size",
-            "img_huge", "compressed_garbage", "instruction_huge", "twist_nan", "gripper_bad", "pose_inf_sameinst"]
+            "img_huge", "compressed_garbage", "instruction_huge", "twist_nan", "gripper_bad", "pose_inf_sameinst",
+            "kp_nan", "kp_count", "kp_empty", "kp_far", "kp_old", "desc_garbage", "desc_missing"]
 
 
 def _hostile(kind: str, rng, latest_ns: int, cv):
@@ -416,6 +443,21 @@ def _hostile(kind: str, rng, latest_ns: int, cv):
         return "twist", m, stamp
     if kind == "gripper_bad":
         return "gripper", cv.values_message([float("nan"), 3.0], ["gripper", "gripper"], st), stamp
+    if kind.startswith("kp_"):
+        from geometry_msgs.msg import PoseArray
+
+        from embodied_steer.ros.scene import keypoints_message
+
+        points = {"kp_nan": [[float("nan"), 0, 1], [0, 0, 0.8]], "kp_count": rng.normal(size=(5, 3)),
+                  "kp_empty": np.zeros((0, 3)), "kp_far": [[1e4, 0, 1], [0, 0, 0.8]],
+                  "kp_old": [[0, 0, 1], [0, 0, 0.8]]}[kind]
+        kp_stamp = cv.to_stamp(1) if kind == "kp_old" else st
+        msg = keypoints_message(np.asarray(points, dtype=np.float64), kp_stamp, "world") if len(points) else PoseArray()
+        return "keypoints", msg, None
+    if kind == "desc_garbage":
+        return "description", String(data="{not json" + "x" * int(rng.integers(0, 100))), None
+    if kind == "desc_missing":
+        return "description", String(data=json.dumps({"task": "Lift", "control_hz": -1})), None
     if kind == "pose_inf_sameinst":
         m = PoseStamped()
         m.header.stamp = cv.to_stamp(latest_ns)  # exactly the arm's latest stamp

@@ -4,7 +4,10 @@ Publishes (stamps identical within one step): ``joint_states`` (arm + gripper jo
 ``eef_pose`` (``PoseStamped``, m, quaternion xyzw), ``object_state`` (``JointState`` carrying the
 task's privileged object state, for state-based policies), ``camera/<cam>/image_raw`` when the env
 renders cameras, ``instruction`` (``std_msgs/String``, transient local) and ``episode_reset``
-(``std_msgs/Header``, stamp = start of the new episode). Executes ``eef_command``
+(``std_msgs/Header``, stamp = start of the new episode); for reward-guided sampling also
+``keypoints`` (``geometry_msgs/PoseArray``, the task's ground-truth keypoints, same stamp as the
+observation, sent before it) and ``arm_description`` (``std_msgs/String`` JSON, transient local; see
+:mod:`embodied_steer.ros.scene`). Executes ``eef_command``
 (``TwistStamped``) + ``gripper_command`` (``JointState``), converted back to OSC_POSE deltas with
 :class:`~embodied_steer.ros.conversions.EefScale`; malformed or non-finite commands are rejected
 and replaced by a zero-motion step.
@@ -30,7 +33,7 @@ import time
 from typing import Any
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped, TwistStamped
+from geometry_msgs.msg import PoseArray, PoseStamped, TwistStamped
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -43,9 +46,7 @@ from std_srvs.srv import Trigger
 from embodied_steer.ros import conversions as cv
 from embodied_steer.ros.node_utils import announce, declare, run_node
 from embodied_steer.ros.params import SIM_ARM as DEFAULTS
-
-"""Unanswered re-sends of an observation before it is re-sent with a fresh stamp."""
-
+from embodied_steer.ros.scene import describe_env, keypoints_message
 
 
 class SimArm(Node):
@@ -73,6 +74,11 @@ class SimArm(Node):
         self.pub_instr = self.create_publisher(String, "instruction", latched)
         self.pub_reset = self.create_publisher(Header, "episode_reset", latched)
         self.pub_images = {c: self.create_publisher(Image, f"camera/{c}/image_raw", 10) for c in self.cameras}
+        description = describe_env(self.env)
+        self.pub_keypoints = (self.create_publisher(PoseArray, "keypoints", 10)
+                              if description["keypoint_names"] else None)
+        self.pub_description = self.create_publisher(String, "arm_description", latched)
+        self.pub_description.publish(String(data=json.dumps(description)))
         self.create_subscription(TwistStamped, "eef_command", self._on_twist, 10)
         self.create_subscription(JointState, "gripper_command", self._on_gripper, 10)
         self.twists: dict[int, TwistStamped] = {}
@@ -186,6 +192,10 @@ class SimArm(Node):
         self.last_publish = time.monotonic()
         st = cv.to_stamp(stamp_ns)
         frame = self.p["frame_id"]
+        if self.pub_keypoints is not None:  # first, so a guided policy server has them with the observation
+            from embodied_steer.vls.keypoints import keypoints_for
+
+            self.pub_keypoints.publish(keypoints_message(keypoints_for(self.env)[1].numpy(), st, frame))
         state = np.asarray(self.obs["state"], np.float64)
         qpos = self.env.unwrapped_robosuite.sim.data.qpos
         js = cv.values_message(list(qpos[self.arm_index]) + list(state[7:9]), self.arm_names + self.gripper_names, st)

@@ -9,7 +9,10 @@ Inputs:
 
 * ``steering/select`` (``std_msgs/String``): a preset name from ``presets_file``, or a JSON object
   with intervention settings — the keys of ``embodied-steer eval``'s intervention block (e.g.
-  ``{"noise_scale": 0.5}``; capabilities add their own keys). ``{}`` returns to the untouched policy.
+  ``{"noise_scale": 0.5}``, ``{"dsrl": "<adapter folder>"}``), ``steer`` (activation steering) and
+  ``guide`` (reward-guided sampling: a guide config name or settings, optionally with the reward
+  program's text as ``program_source``); see :mod:`embodied_steer.ros.policy_server`. ``{}`` returns
+  to the untouched policy.
 * ``~/enable`` (``std_srvs/SetBool``): interventions on / off (forwarded to ``<server>/set_steering``).
 
 Output: ``steering/state`` (``std_msgs/String``, JSON, transient-local so a UI that connects later gets

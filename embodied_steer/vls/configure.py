@@ -9,6 +9,8 @@ Settings (all optional except where noted):
 ``program``          ``default`` (the task's shipped hand-written program), ``vlm`` (written once by the
                      configured VLM from a keypoint image; the default stays if it gives no valid
                      program), or a path to a program text file (compiled in the sandbox).
+``program_source``   the text of a reward program (compiled in the sandbox; wins over ``program``) —
+                     how a program arrives over the network, e.g. at the ROS 2 policy server.
 ``scale``            λ. ``num_particles``: K. ``normalize``, ``dims``, ``evaluate_on`` (clean | noisy),
 ``diversity``, ``diversity_until``, ``potential`` (null | instantaneous | max | additive |
 difference), ``fk_temperature``, ``ess_threshold``, ``select`` (best | first), ``clip_aware``,
@@ -22,8 +24,9 @@ difference), ``fk_temperature``, ``ess_threshold``, ``select`` (best | first), `
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import InterventionPoint, SteerablePolicy
@@ -35,7 +38,44 @@ log = logging.getLogger(__name__)
 
 _CONFIG_KEYS = {"scale", "num_particles", "normalize", "dims", "evaluate_on", "diversity", "diversity_until",
                 "potential", "fk_temperature", "ess_threshold", "select", "clip_aware", "seed", "stage_dwell"}
-KNOWN_KEYS = _CONFIG_KEYS | {"program", "schedule", "stage_thresholds", "tracking", "name", "description"}
+KNOWN_KEYS = _CONFIG_KEYS | {"program", "program_source", "schedule", "stage_thresholds", "tracking", "name",
+                             "description"}
+
+
+@dataclass(frozen=True)
+class GuideContext:
+    """What guidance needs to know about the robot and the scene, without the simulator object.
+
+    Attributes:
+        task: robosuite task class name (``"Lift"``), selects the default program and the keypoint legend.
+        state_names: names of ``obs.state`` entries (the end-effector position is looked up in them).
+        spec_extra: the environment's ``spec_info.extra`` (``controller_config``, ``sim_timestep``).
+        control_hz: control rate (Hz), for the trajectory map's tracking factor.
+        keypoints: ``Observation -> (K, 3)`` float32 tensor, metres, world frame.
+        env: the simulated environment when there is one (only ``program=vlm`` needs it: camera image).
+    """
+
+    task: str
+    state_names: Sequence[str]
+    spec_extra: Mapping[str, Any]
+    control_hz: float | None
+    keypoints: Callable[[Any], Any]
+    env: Any = field(default=None, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Any) -> "GuideContext":
+        """Keypoints from the simulator's ground truth, robot description from ``env.spec_info``."""
+        from embodied_steer.vls.keypoints import keypoints_for, task_name
+
+        spec = env.spec_info
+
+        def keypoints(_obs: Any) -> Any:
+            # The runner asks for a chunk right after the step that produced ``obs``: the simulator's
+            # ground truth is the state that observation shows.
+            return keypoints_for(env)[1]
+
+        return cls(task=task_name(env), state_names=tuple(spec.state_names), spec_extra=dict(spec.extra),
+                   control_hz=spec.control_hz, keypoints=keypoints, env=env)
 
 
 def guidance_config(settings: Mapping[str, Any]) -> GuidanceConfig:
@@ -61,15 +101,21 @@ def guidance_config(settings: Mapping[str, Any]) -> GuidanceConfig:
     return GuidanceConfig(**values)
 
 
-def load_program(spec: str, env: Any) -> Any:
-    """The reward program named by ``guide.program`` for ``env`` (see the module docstring)."""
+def load_program(spec: str, env: Any, *, task: str | None = None) -> Any:
+    """The reward program named by ``guide.program`` for ``env`` (see the module docstring).
+
+    ``env`` may be ``None`` when ``task`` is given (no simulator: ``vlm`` is then unavailable)."""
     from embodied_steer.vls.defaults import default_program
     from embodied_steer.vls.keypoints import task_name
 
-    task = task_name(env)
+    if task is None:
+        task = task_name(env)
     if spec == "default":
         return default_program(task)
     if spec == "vlm":
+        if env is None:
+            raise ConfigError("guide.program=vlm needs the simulator (the VLM is shown a keypoint image rendered "
+                              "from it); write the program elsewhere and pass its text as guide.program_source")
         from embodied_steer.vls.errors import NoProgramInResponse, VLMError
         from embodied_steer.vls.vlm import VLMConfig
 
@@ -95,24 +141,31 @@ def load_program(spec: str, env: Any) -> Any:
 
 
 def guide_from_settings(settings: Mapping[str, Any], policy: SteerablePolicy, env: Any) -> GuidedSampler:
-    """A :class:`GuidedSampler` for ``policy`` in ``env``, attached to the policy (reset follows it).
+    """A :class:`GuidedSampler` for ``policy`` in the simulated ``env``, attached to the policy (reset follows it).
 
     Raises:
         UnsupportedIntervention: the policy lacks ``DENOISING_STEP`` (checked first).
         ConfigError: a bad setting, or an environment without keypoints / controller description.
     """
     policy.require(InterventionPoint.DENOISING_STEP, "reward-guided sampling (guide=...)")
+    return guide_from_context(settings, policy, GuideContext.from_env(env))
+
+
+def guide_from_context(settings: Mapping[str, Any], policy: SteerablePolicy, context: GuideContext) -> GuidedSampler:
+    """A :class:`GuidedSampler` for ``policy`` from a :class:`GuideContext` (e.g. a ROS 2 arm description
+    and a keypoint topic), attached to the policy; see :func:`guide_from_settings`."""
+    policy.require(InterventionPoint.DENOISING_STEP, "reward-guided sampling (guide=...)")
     config = guidance_config(settings)
-    spec = env.spec_info
-    from embodied_steer.vls.keypoints import keypoints_for
+    source = settings.get("program_source")
+    if source is not None:
+        if not isinstance(source, str) or not source.strip():
+            raise ConfigError("guide.program_source must be the non-empty text of a reward program")
+        from embodied_steer.vls.sandbox import compile_reward_program
 
-    program = load_program(str(settings.get("program", "default")), env)
-    trajectory_map = trajectory_map_for(spec.extra, control_hz=spec.control_hz, tracking=settings.get("tracking"))
-
-    def keypoints(_obs: Any) -> Any:
-        # The runner asks for a chunk right after the step that produced ``obs``: the simulator's
-        # ground truth is the state that observation shows.
-        return keypoints_for(env)[1]
-
-    guide = GuidedSampler(program, keypoints, trajectory_map, ee_position_index(spec.state_names), config)
+        program = compile_reward_program(source)
+    else:
+        program = load_program(str(settings.get("program", "default")), context.env, task=context.task)
+    trajectory_map = trajectory_map_for(context.spec_extra, control_hz=context.control_hz,
+                                        tracking=settings.get("tracking"))
+    guide = GuidedSampler(program, context.keypoints, trajectory_map, ee_position_index(context.state_names), config)
     return guide.attach(policy)

@@ -219,12 +219,28 @@ class GuidedSampler:
         original = policy.reset
 
         def reset(seed: int | None = None) -> None:
-            original(seed)
+            reset._unguided(seed)  # type: ignore[attr-defined]  # (detach of an inner sampler rewires it)
             self.reset(seed)
 
         reset._guided_sampler = self  # type: ignore[attr-defined]
+        reset._unguided = original  # type: ignore[attr-defined]
         policy.reset = reset  # type: ignore[method-assign]
         return self
+
+    def detach(self, policy: SteerablePolicy) -> None:
+        """Undo :meth:`attach`: ``policy.reset()`` no longer resets this sampler (switching guidance off
+        at run time). Samplers attached after this one stay attached."""
+        chain, reset = [], policy.reset
+        while getattr(reset, "_guided_sampler", None) is not None:
+            if reset._guided_sampler is self:  # type: ignore[attr-defined]
+                below = reset._unguided  # type: ignore[attr-defined]
+                if not chain:
+                    policy.reset = below  # type: ignore[method-assign]
+                else:
+                    chain[-1]._unguided = below
+                return
+            chain.append(reset)
+            reset = reset._unguided  # type: ignore[attr-defined]
 
     def episode_info(self) -> dict[str, Any]:
         """What happened in the current episode: chunks, fallbacks (+ errors), resamplings, stages."""
