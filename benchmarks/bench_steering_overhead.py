@@ -7,7 +7,10 @@ Models (random weights, CPU, one torch thread):
   1024; OpenVLA's module names) — timed as one forward over a 128-token prompt ("prefill") and as a
   full ``act()`` (prefill + 7 KV-cache decoding steps, where per-call hook costs weigh most);
 * the tiny PI0 of ``adapters/tiny.py`` with 4 VLM + 4 expert layers — timed as ``act()`` (one VLM
-  prefix pass + 10 flow steps through the expert).
+  prefix pass + 10 flow steps through the expert);
+* as context, the same classes at the *widths of the released models* with 2 layers each (PI0 with
+  Gemma-2B VLM and Gemma-300M expert layers; a Llama at Llama-2-7B / OpenVLA width): the hook cost
+  per call does not depend on depth, so its share of a real-width layer is what users see.
 
 Conditions are measured **side by side in one run** as adjacent pairs (one call without, one with
 the hooks, ABBA order) and the median of the paired ratios is reported — on the thread's CPU time
@@ -62,9 +65,13 @@ def clamp_set(policy, pattern: str, layers: int, n: int, *, positions="all"):
 
 
 def _timed_hooks(handle, spent: list[float]) -> None:
-    """Wrap the handle's hook functions so that the CPU time spent inside them is added to ``spent[0]``."""
+    """Wrap the handle's hook functions so that the CPU time spent inside them is added to ``spent[0]``
+    (the handle registers one hook per module and hook type; each is wrapped once)."""
+    tables = {}
     for site in handle.sites:
         table = site.module._forward_pre_hooks if site.pre else site.module._forward_hooks  # noqa: SLF001
+        tables[id(table)] = table
+    for table in tables.values():
         for key, fn in list(table.items()):
             def timed(*a, _fn=fn):
                 c0 = time.thread_time()
@@ -104,20 +111,21 @@ def side_by_side(conditions: dict[str, list], run: Callable[[], None], policy, *
     for rep in range(reps):
         rng.shuffle(order)
         for name in order:
+            # an untimed call through wrapped hooks: warms the hooked path and measures the CPU
+            # time spent inside the hooks (the wrappers' own cost stays out of the timed pair)
             handle = attach(policy, conditions[name])
             spent = [0.0]
             _timed_hooks(handle, spent)
-            run()  # warm the hooked path (untimed)
+            c0 = time.thread_time()
+            run()
+            share[name].append(spent[0] / (time.thread_time() - c0))
             handle.remove()
             pair = {}
             for steered in ((False, True) if rep % 2 == 0 else (True, False)):
                 if steered:
                     handle = attach(policy, conditions[name])
-                    spent = [0.0]
-                    _timed_hooks(handle, spent)
                     pair[True] = timed_call()
                     handle.remove()
-                    share[name].append(spent[0] / pair[True][0])
                 else:
                     pair[False] = timed_call()
             cpu[name].append(pair[True][0] / pair[False][0])
@@ -181,6 +189,49 @@ def pi0_benchmark(reps: int) -> dict:
         return {"act (1 prefix + 10 flow steps)": side_by_side(conditions, act, policy, reps=reps)}
 
 
+# Real layer widths (context for the tiny-model ratios): the same architecture classes with the
+# widths of the released models but only 2 layers, random init. The hooks cost the same per call
+# whatever the depth, so what matters is the hook cost relative to a layer of real width.
+REAL_PI0 = dict(vlm_width=2048, vlm_mlp_dim=16384, expert_width=1024, expert_mlp_dim=4096, depth=2, head_dim=256)
+
+
+def real_width_benchmark(reps: int) -> dict:
+    """PI0 with PaliGemma-2B (Gemma-2B: width 2048, MLP 16384) VLM layers and a Gemma-300M expert
+    (width 1024, MLP 4096), and a Llama with Llama-2-7B / OpenVLA widths (4096, MLP 11008, 32
+    heads); 2 layers each, random init, 64 clamped neurons in every layer."""
+    from embodied_steer.adapters import tiny
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = tiny.tiny_pi0(tmp, chunk_size=50, n_action_steps=50, num_steps=10,
+                               arch=tiny.TinyArchitecture(**REAL_PI0))
+        obs = tiny.tiny_observation(seed=0)
+        noise = policy.initial_noise(1, torch.Generator().manual_seed(0))
+        conditions = {
+            "none": [],
+            "clamp 64 neurons x 4 layers (2 VLM + 2 expert)":
+                clamp_set(policy, "vlm.layers", 2, 64) + clamp_set(policy, "expert.layers", 2, 64),
+        }
+
+        def act():
+            policy.act(obs, noise=noise)
+
+        out["PI0, real widths (Gemma-2B VLM + Gemma-300M expert, 2 layers each): act (1 prefix + 10 flow steps, chunk 50)"] = \
+            side_by_side(conditions, act, policy, reps=reps, warmup=1)
+        del policy
+    policy = TinyLlamaPolicy(layers=2, width=4096, mlp=11008, heads=32, vocab=1024, num_bins=256, seed=0)
+    obs = Observation(state=np.zeros(7, np.float32), instruction="pick up the black bowl and place it on the plate")
+    conditions = {"none": [], "clamp 64 neurons x 2 layers": clamp_set(policy, "llm.layers", 2, 64)}
+
+    def llama_act():
+        policy.reset()
+        policy.act(obs)
+
+    out["Llama, 7B widths (4096, MLP 11008; 2 layers, vocab 1024): act (prefill + 7 decode steps)"] = \
+        side_by_side(conditions, llama_act, policy, reps=reps, warmup=1)
+    return out
+
+
 def rss_bytes() -> int:
     import psutil
 
@@ -238,7 +289,9 @@ def table(title: str, rows: dict[str, dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=40, help="paired repetitions per condition")
-    parser.add_argument("--capture-calls", type=int, default=20)
+    parser.add_argument("--capture-calls", type=int, default=20, help="0: skip the capture measurement")
+    parser.add_argument("--real-width-reps", type=int, default=12,
+                        help="paired repetitions for the real-width models (0: skip them)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -247,9 +300,10 @@ def main() -> None:
                            "load_avg_start": os.getloadavg()}}
     results["llama"] = llama_benchmark(args.reps)
     results["pi0"] = pi0_benchmark(args.reps)
-    results["capture"] = capture_benchmark(args.capture_calls)
+    results["real_width"] = real_width_benchmark(args.real_width_reps) if args.real_width_reps > 0 else {}
+    results["capture"] = capture_benchmark(args.capture_calls) if args.capture_calls > 0 else {}
     results["machine"]["load_avg_end"] = os.getloadavg()
-    for model in ("llama", "pi0"):
+    for model in ("llama", "pi0", "real_width"):
         for title, rows in results[model].items():
             print(table(f"{model}: {title}", rows))
             print()
