@@ -8,7 +8,7 @@ Models (random weights, CPU, one torch thread):
   full ``act()`` (prefill + 7 KV-cache decoding steps, where per-call hook costs weigh most);
 * the tiny PI0 of ``adapters/tiny.py`` with 4 VLM + 4 expert layers — timed as ``act()`` (one VLM
   prefix pass + 10 flow steps through the expert);
-* as context, the same classes at the *widths of the released models* with 2 layers each (PI0 with
+* as context, the same classes at the *widths of the released models* with one layer per tower (PI0 with
   Gemma-2B VLM and Gemma-300M expert layers; a Llama at Llama-2-7B / OpenVLA width): the hook cost
   per call does not depend on depth, so its share of a real-width layer is what users see.
 
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from embodied_steer.adapters.tiny_llama import TinyLlamaPolicy  # noqa: E402
 from embodied_steer.core.types import Observation  # noqa: E402
-from embodied_steer.steering import add, attach, clamp, rotate  # noqa: E402
+from embodied_steer.steering import Gated, add, attach, clamp, rotate  # noqa: E402
 from embodied_steer.steering.capture import capture  # noqa: E402
 
 
@@ -181,6 +181,11 @@ def pi0_benchmark(reps: int) -> dict:
                 clamp_set(policy, "vlm.layers", 4, 64) + clamp_set(policy, "expert.layers", 4, 64),
             "clamp 64 x 4 expert layers, steps 5-9":
                 [clamp(c.modules, c.neurons, 4.0, steps=(5, 10)) for c in clamp_set(policy, "expert.layers", 4, 64)],
+            # the floor: the same 8 hooks fire but do nothing (a phase gate that never opens) —
+            # PyTorch's hook dispatch plus our gate test, and the timing noise of this machine
+            "same 8 hooks, gate closed (floor)":
+                [clamp(c.modules, c.neurons, Gated(4.0, "state[0] > 1e9"))
+                 for c in clamp_set(policy, "vlm.layers", 4, 64) + clamp_set(policy, "expert.layers", 4, 64)],
         }
 
         def act():
@@ -190,15 +195,18 @@ def pi0_benchmark(reps: int) -> dict:
 
 
 # Real layer widths (context for the tiny-model ratios): the same architecture classes with the
-# widths of the released models but only 2 layers, random init. The hooks cost the same per call
-# whatever the depth, so what matters is the hook cost relative to a layer of real width.
-REAL_PI0 = dict(vlm_width=2048, vlm_mlp_dim=16384, expert_width=1024, expert_mlp_dim=4096, depth=2, head_dim=256)
+# widths of the released models but one layer per tower, random init (a real-width layer takes tens
+# of seconds to initialise on this CPU). The hooks cost the same per call whatever the depth, so
+# what matters is the hook cost relative to a layer of real width.
+REAL_PI0 = dict(vlm_width=2048, vlm_mlp_dim=16384, expert_width=1024, expert_mlp_dim=4096, depth=1, head_dim=256)
 
 
 def real_width_benchmark(reps: int) -> dict:
     """PI0 with PaliGemma-2B (Gemma-2B: width 2048, MLP 16384) VLM layers and a Gemma-300M expert
     (width 1024, MLP 4096), and a Llama with Llama-2-7B / OpenVLA widths (4096, MLP 11008, 32
-    heads); 2 layers each, random init, 64 clamped neurons in every layer."""
+    heads); one layer per tower, random init, 64 clamped neurons in every layer; the tiny vision
+    tower and vocabulary (1,024) of the test models, which makes the layers a larger share of the
+    forward than in the released models."""
     from embodied_steer.adapters import tiny
 
     out = {}
@@ -209,25 +217,25 @@ def real_width_benchmark(reps: int) -> dict:
         noise = policy.initial_noise(1, torch.Generator().manual_seed(0))
         conditions = {
             "none": [],
-            "clamp 64 neurons x 4 layers (2 VLM + 2 expert)":
-                clamp_set(policy, "vlm.layers", 2, 64) + clamp_set(policy, "expert.layers", 2, 64),
+            "clamp 64 neurons x 2 layers (1 VLM + 1 expert)":
+                clamp_set(policy, "vlm.layers", 1, 64) + clamp_set(policy, "expert.layers", 1, 64),
         }
 
         def act():
             policy.act(obs, noise=noise)
 
-        out["PI0, real widths (Gemma-2B VLM + Gemma-300M expert, 2 layers each): act (1 prefix + 10 flow steps, chunk 50)"] = \
+        out["PI0, real widths (Gemma-2B VLM + Gemma-300M expert layer): act (1 prefix + 10 flow steps, chunk 50)"] = \
             side_by_side(conditions, act, policy, reps=reps, warmup=1)
         del policy
-    policy = TinyLlamaPolicy(layers=2, width=4096, mlp=11008, heads=32, vocab=1024, num_bins=256, seed=0)
+    policy = TinyLlamaPolicy(layers=1, width=4096, mlp=11008, heads=32, vocab=1024, num_bins=256, seed=0)
     obs = Observation(state=np.zeros(7, np.float32), instruction="pick up the black bowl and place it on the plate")
-    conditions = {"none": [], "clamp 64 neurons x 2 layers": clamp_set(policy, "llm.layers", 2, 64)}
+    conditions = {"none": [], "clamp 64 neurons x 1 layer": clamp_set(policy, "llm.layers", 1, 64)}
 
     def llama_act():
         policy.reset()
         policy.act(obs)
 
-    out["Llama, 7B widths (4096, MLP 11008; 2 layers, vocab 1024): act (prefill + 7 decode steps)"] = \
+    out["Llama, 7B widths (4096, MLP 11008; 1 layer, vocab 1024): act (prefill + 7 decode steps)"] = \
         side_by_side(conditions, llama_act, policy, reps=reps, warmup=1)
     return out
 
@@ -292,23 +300,27 @@ def main() -> None:
     parser.add_argument("--capture-calls", type=int, default=20, help="0: skip the capture measurement")
     parser.add_argument("--real-width-reps", type=int, default=12,
                         help="paired repetitions for the real-width models (0: skip them)")
+    parser.add_argument("--models", nargs="+", choices=("llama", "pi0", "real_width"),
+                        default=["llama", "pi0", "real_width"], help="which models to time")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "load_avg_start": os.getloadavg()}}
-    results["llama"] = llama_benchmark(args.reps)
-    results["pi0"] = pi0_benchmark(args.reps)
-    results["real_width"] = real_width_benchmark(args.real_width_reps) if args.real_width_reps > 0 else {}
+    results["llama"] = llama_benchmark(args.reps) if "llama" in args.models else {}
+    results["pi0"] = pi0_benchmark(args.reps) if "pi0" in args.models else {}
+    results["real_width"] = (real_width_benchmark(args.real_width_reps)
+                             if args.real_width_reps > 0 and "real_width" in args.models else {})
     results["capture"] = capture_benchmark(args.capture_calls) if args.capture_calls > 0 else {}
     results["machine"]["load_avg_end"] = os.getloadavg()
     for model in ("llama", "pi0", "real_width"):
         for title, rows in results[model].items():
             print(table(f"{model}: {title}", rows))
             print()
-    print("| capture | calls | MB written | disk MB | peak buffer MB | RSS growth MB | time ratio |")
-    print("|---|---|---|---|---|---|---|")
+    if results["capture"]:
+        print("| capture | calls | MB written | disk MB | peak buffer MB | RSS growth MB | time ratio |")
+        print("|---|---|---|---|---|---|---|")
     for label, r in results["capture"].items():
         print(f"| {label} | {r['calls']} | {r['written_MB']:.1f} | {r['disk_MB']:.1f} | {r['peak_buffer_MB']:.2f} | "
               f"{r['rss_growth_MB']:.1f} | {r['time_ratio']:.2f}× |")

@@ -379,22 +379,11 @@ def _apply(site: _Site, h: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 # ============================================================================ hooks
-def _gate(site: _Site) -> bool:
-    """Whether ``site`` applies now: its coefficient is active and, for a step range, the current
-    denoising step lies inside it (``False`` outside a sampler loop). The hooks inline the same
-    test (one function call less per site and forward)."""
-    if not site.coefficient.active:
-        return False
-    if site.step_start >= 0:
-        ctx = current_denoise_step()
-        if ctx is None or ctx.index < site.step_start or (site.step_stop >= 0 and ctx.index >= site.step_stop):
-            return False
-    return True
-
-
 def _pre_hook(handle: "SteeringHandle", sites: list[_Site]):
     """The forward-pre hook of one module: clamp / scale its input for each of its ``sites``, in
-    order (a closure: calling it costs less than calling an object)."""
+    order (a closure: calling it costs less than calling an object). A site is skipped while its
+    coefficient is inactive (a closed phase gate) or outside its denoising-step range (also when
+    no sampler step is running)."""
 
     def hook(module: nn.Module, args: tuple) -> tuple | None:
         x0 = x = args[0] if args else None
@@ -404,7 +393,7 @@ def _pre_hook(handle: "SteeringHandle", sites: list[_Site]):
             for site in sites:
                 if not site.coefficient.active:
                     continue
-                if site.step_start >= 0:  # a denoising-step range (inlined _gate)
+                if site.step_start >= 0:  # a denoising-step range
                     ctx = current_denoise_step()
                     if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
                         continue
@@ -429,7 +418,7 @@ def _post_hook(handle: "SteeringHandle", sites: list[_Site]):
             for site in sites:
                 if not site.coefficient.active:
                     continue
-                if site.step_start >= 0:  # a denoising-step range (inlined _gate)
+                if site.step_start >= 0:  # a denoising-step range
                     ctx = current_denoise_step()
                     if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
                         continue
