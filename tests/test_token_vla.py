@@ -300,3 +300,24 @@ def test_last_layer_up_clamp_at_the_decision_position_changes_only_the_plan_word
     assert not torch.allclose(forced[0], reference[0])  # the plan word's logits move
     for slot in range(1, len(forced)):  # nothing after it does
         torch.testing.assert_close(forced[slot], reference[slot], rtol=0, atol=1e-5)
+
+
+def test_cli_phase_gated_cluster_steering_runs_and_logs_the_gate(tmp_path, capsys):
+    """``steer=cluster_gated`` on the shipped VLA: only the last-layer part of the shipped 'up'
+    cluster is hooked, at prefix_last; the gate is closed at the start of the episode and opens
+    once the gripper has closed on the cube."""
+    import json
+
+    from embodied_steer.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["eval", "env=lift", "policy=lift_token_vla", "steer=cluster_gated",
+               f"steer.cluster_file={SHIPPED / 'neurons.yaml'}", "steer.modules=llm.layers.3.mlp.down_proj",
+               "episodes=1", "env.horizon=45", f"output_dir={out}", "torch_threads=1"])
+    assert rc == 0, capsys.readouterr().err
+    hooks = json.loads((out / "steer.json").read_text())["hooks"]
+    assert [h["module"] for h in hooks] == ["llm.layers.3.mlp.down_proj"]
+    assert hooks[0]["positions"] == "prefix_last" and hooks[0]["coefficient"]["kind"] == "gated"
+    calls = [json.loads(line) for line in (out / "steer.jsonl").read_text().splitlines()]
+    closed = [bool(c["inactive"]) for c in calls]
+    assert closed[0] and not all(closed), closed  # closed while reaching, open after the grasp
