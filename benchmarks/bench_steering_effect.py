@@ -20,15 +20,25 @@ Method, end to end (the mechanistic-steering recipe for VLAs; results in ``bench
    is ``up``, task success (cube lifted at any step). Plus an open-loop probe per static setting:
    greedy predictions on 64 fixed held-out observations (``tests/data/lift_observations.npz``).
 
-Episodes of one setting run in lockstep (``--env-batch``), one batched policy call per step; a
-closed-loop coefficient is per episode, so those settings run one episode at a time.
+Episodes of one setting run in lockstep (``--env-batch``), one batched policy call per step (two
+for a phase gate: the rows it opens and the others); a PID coefficient is per episode, so those
+settings run one episode at a time.
 
 Output: ``<out>/episodes.jsonl`` (one row per setting × episode; reruns resume), ``<out>/table.md``,
 ``<out>/summary.json``, ``<out>/neurons.yaml`` (the clusters, steer-api's file format),
 ``<out>/hits.json`` and ``<out>/steering_effect.png``.
 
+Variants (names get a suffix, so they can share an output folder and its baseline): ``--layers``
+keeps only the discovered neurons of some layers (the random controls follow), ``--positions``
+(``prefix_last``: only the position that predicts the first plan word), ``--kind scale``
+(multiply instead of overwrite), ``--gate`` (a task-phase gate: the intervention is on only while
+conditions on the observation hold, e.g. once the fingers have closed on the cube).
+
     .venv/bin/python benchmarks/bench_steering_effect.py --episodes 30 --out outputs/bench_steering
     .venv/bin/python benchmarks/bench_steering_effect.py --only "clamp up" --episodes 5   # a subset
+    .venv/bin/python benchmarks/bench_steering_effect.py --episodes 30 --out outputs/bench_steering_v2 \
+        --concepts up --layers 3 --positions prefix_last --coefs 6 --random-draws 3 --random-coefs 6 \
+        --pid-concepts --gate "state[7]<0.032" "norm(env_state[7:10])<0.02"
 """
 
 from __future__ import annotations
@@ -118,12 +128,16 @@ def run_batch(envs, policy: TokenVLAPolicy, seeds: list[int], max_steps: int, ha
     """Run ``len(seeds)`` episodes in lockstep, one batched (greedy) policy call per step.
 
     Same decoding as ``policy.act`` (plan words sampled, action bins greedy) on a batch: with static
-    coefficients every row sees the same intervention. A closed-loop coefficient is per episode,
+    coefficients every row sees the same intervention. A phase gate over a fixed value
+    (:func:`row_gates`) is evaluated per row: the rows whose own observation opens the gate are
+    decoded in one call with the intervention on, the others in a second call with it off — what
+    each episode would see alone. Any other closed-loop coefficient (PID, schedule) is per episode,
     so it needs a batch of one (``handle.begin_call`` gets that episode's observation).
     """
     from embodied_steer.sim.base import to_observation
 
-    if handle is not None and len(seeds) > 1 and not handle_is_static(handle):
+    gates = row_gates(handle)
+    if handle is not None and len(seeds) > 1 and gates is None and not handle_is_static(handle):
         raise ValueError("closed-loop coefficients need one episode per batch")
     dt = 1.0 / CONTROL_HZ
     instruction = envs[0].instruction
@@ -131,18 +145,33 @@ def run_batch(envs, policy: TokenVLAPolicy, seeds: list[int], max_steps: int, ha
     pos = [[np.asarray(o["state"][:3], np.float64)] for o in obs]
     success = [False] * len(seeds)
     first = [None] * len(seeds)
-    coefs, up_words = [], np.zeros(len(seeds))
+    coefs, on, up_words = [], np.zeros(len(seeds)), np.zeros(len(seeds))
     up_id = policy.tokenizer.token_id("up")
     gen = torch.Generator().manual_seed(int(seeds[0]))  # plan words are sampled, as in policy.act
     for t in range(max_steps):
-        if handle is not None:
+        rows_on = np.ones(len(seeds), bool) if handle is not None else np.zeros(len(seeds), bool)
+        if gates is not None:
+            views = [to_observation(o, instruction, t * dt) for o in obs]
+            rows_on = np.array([all(c(v) for g in gates for c in g.conditions) for v in views])
+            coefs.append(float(np.mean([g.inner.value for g in gates])))
+        elif handle is not None:
             values = handle.begin_call(to_observation(obs[0], instruction, t * dt))
             coefs.append(float(np.mean(list(values.values()))))
+            rows_on[:] = any(c.active for c in handle.coefficients())
+        on += rows_on
         x = torch.as_tensor(np.stack([np.concatenate([o["state"], o["env_state"]]) for o in obs]).astype(np.float32))
-        out = decode(policy.model, policy.tokenizer, x, instruction, temperature=0.0,
-                     plan_temperature=policy.plan_temperature, generator=gen)
-        up_words += (out["plan"][:, 0] == up_id).numpy()
-        actions = policy.tokenizer.from_bins(out["bins"].numpy())
+        bins = torch.zeros(len(seeds), policy.model.config.action_dim, dtype=torch.long)
+        groups = [rows_on, ~rows_on] if gates is not None else [np.ones(len(seeds), bool)]
+        for active, rows in zip((True, False), groups):
+            if not rows.any():
+                continue
+            for g in gates or ():
+                g.active = active
+            out = decode(policy.model, policy.tokenizer, x[torch.as_tensor(rows)], instruction, temperature=0.0,
+                         plan_temperature=policy.plan_temperature, generator=gen)
+            up_words[rows] += (out["plan"][:, 0] == up_id).numpy()
+            bins[torch.as_tensor(rows)] = out["bins"]
+        actions = policy.tokenizer.from_bins(bins.numpy())
         for i, env in enumerate(envs[: len(seeds)]):
             obs[i], _, _, _, info = env.step(actions[i])
             pos[i].append(np.asarray(obs[i]["state"][:3], np.float64))
@@ -153,6 +182,7 @@ def run_batch(envs, policy: TokenVLAPolicy, seeds: list[int], max_steps: int, ha
         p = np.stack(pos[i])
         rows.append({"seed": seed, "success": success[i], "first_success_step": first[i], "steps": max_steps,
                      "mean_coefficient": float(np.mean(coefs)) if coefs else 0.0,
+                     "active_fraction": float(on[i] / max_steps),
                      "up_word_fraction": float(up_words[i] / max_steps), **episode_metrics(p[:, 2], p)})
     return rows
 
@@ -161,6 +191,22 @@ def handle_is_static(handle) -> bool:
     from embodied_steer.steering.coefficients import Fixed
 
     return all(isinstance(c, Fixed) for c in handle.coefficients())
+
+
+def row_gates(handle) -> list | None:
+    """The handle's coefficients when every one is a memoryless phase gate over a fixed value
+    (``Gated(Fixed, conditions)`` without latch): such a gate can be evaluated per row of a batch.
+    ``None`` otherwise."""
+    from embodied_steer.steering.coefficients import Fixed, Gated, StateNorm, StateValue
+
+    if handle is None:
+        return None
+    coefficients = handle.coefficients()
+    if coefficients and all(isinstance(c, Gated) and isinstance(c.inner, Fixed) and not c.latch
+                            and all(isinstance(d.measure, (StateValue, StateNorm)) for d in c.conditions)
+                            for c in coefficients):
+        return coefficients
+    return None
 
 
 def episode_metrics(zs: np.ndarray, pos: np.ndarray) -> dict[str, float]:
@@ -182,7 +228,8 @@ def run_setting(envs, policy, setting: dict[str, Any], seeds: list[int], max_ste
         return
     handle = attach(policy, setting["interventions"]) if setting.get("interventions") else None
     try:
-        batch = 1 if handle is not None and not handle_is_static(handle) else len(envs)
+        per_episode = handle is not None and not handle_is_static(handle) and row_gates(handle) is None
+        batch = 1 if per_episode else len(envs)
         for b in range(0, len(todo), batch):
             t0 = time.perf_counter()
             rows = run_batch(envs[:batch], policy, todo[b : b + batch], max_steps, handle)
@@ -235,6 +282,8 @@ def summarise(rows: list[dict[str, Any]], order: list[str], probes: dict[str, An
         entry = {"setting": name, "group": eps[seeds[0]]["group"], "n": len(seeds), "success": succ / len(seeds),
                  "success_ci": (lo, hi), "coef": float(np.mean([eps[s]["mean_coefficient"] for s in seeds]))}
         entry["up_word"] = float(np.mean([eps[s].get("up_word_fraction", np.nan) for s in seeds]))
+        entry["steered"] = float(np.mean([eps[s].get("active_fraction", 1.0 if eps[s]["group"] != "baseline" else 0.0)
+                                          for s in seeds]))
         firsts = [eps[s]["first_success_step"] for s in seeds if eps[s]["first_success_step"]]
         entry["first_success_step"] = float(np.mean(firsts)) if firsts else float("nan")
         entry["open_loop"] = (probes or {}).get(name)
@@ -248,7 +297,7 @@ def summarise(rows: list[dict[str, Any]], order: list[str], probes: dict[str, An
 
 def table(summary: list[dict[str, Any]]) -> str:
     head = ("| setting | n | mean coef | open loop: pred. z / P(up) / P(fast) | success (95% CI) | steps to success "
-            "| steps saying 'up' | mean EE z, m | Δ mean z vs baseline, cm (95% CI) | Δ max z, cm (95% CI) "
+            "| steps saying 'up' | steps steered | mean EE z, m | Δ mean z vs baseline, cm (95% CI) | Δ max z, cm (95% CI) "
             "| Δ mean upward vel., cm/s (95% CI) | Δ mean speed, cm/s (95% CI) |")
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
 
@@ -261,7 +310,7 @@ def table(summary: list[dict[str, Any]]) -> str:
         o = e.get("open_loop")
         ol = f"{o['pred_z']:+.2f} / {o['p_up']:.2f} / {o['p_fast']:.2f}" if o else "–"
         lines.append(f"| {e['setting']} | {e['n']} | {e['coef']:.2f} | {ol} | {e['success']:.2f} ({lo:.2f}–{hi:.2f}) | "
-                     f"{e['first_success_step']:.1f} | {e['up_word']:.2f} | "
+                     f"{e['first_success_step']:.1f} | {e['up_word']:.2f} | {e['steered']:.2f} | "
                      f"{e['mean_z'][0]:.3f} | {d(e, 'mean_z')} | {d(e, 'max_z')} | {d(e, 'mean_up_velocity')} | "
                      f"{d(e, 'mean_speed')} |")
     return "\n".join(lines)
@@ -297,28 +346,57 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- main
+def variant_suffix(args) -> str:
+    """Name suffix for a non-default variant (other positions, a phase gate), so that variants can
+    share one output folder and one baseline."""
+    parts = []
+    if args.layers is not None:
+        parts.append("L" + ",".join(str(i) for i in args.layers))
+    if args.positions != "all":
+        parts.append(f"pos={args.positions}")
+    if args.gate:
+        parts.append("gated")
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
 def build_settings(policy, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from embodied_steer.steering import PID, clamp
+    from embodied_steer.steering import PID, Gated, Intervention
+    from embodied_steer.steering.addressing import layer_index
     from embodied_steer.steering.discovery import random_neurons
 
     where = {"positions": args.positions}
+    kind = args.kind
+    suffix = variant_suffix(args)
+    coef_label = "x" if kind == "scale" else "c="
+
+    def coefficient(c):
+        return Gated(c, args.gate) if args.gate else c  # a fresh source per setting
+
     settings: list[dict[str, Any]] = [{"name": "baseline", "group": "baseline"}]
     clusters: dict[str, Any] = {}
     report: dict[str, Any] = {}
     for concept in args.concepts:
         selection, hits = concept_neurons(policy, concept, args.k)
+        if args.layers is not None:  # keep the discovered neurons of these layers only
+            selection = {m: n for m, n in selection.items() if layer_index(m) in set(args.layers)}
+            if not selection:
+                raise SystemExit(f"none of the top-{args.k} '{concept}' neurons is in layers {args.layers}")
         clusters[concept] = selection
         report[concept] = [{"module": h.module, "neuron": h.neuron, "score": round(h.score, 3),
                             "top_tokens": [t for t, _ in h.top_tokens]} for h in hits]
         for c in args.coefs:
-            settings.append({"name": f"clamp {concept} c={c:g}", "group": "concept", "coefficient": c,
-                             "interventions": [clamp(None, selection, c, **where)]})
+            settings.append({"name": f"{kind} {concept} {coef_label}{c:g}{suffix}", "group": "concept", "coefficient": c,
+                             "interventions": [Intervention(kind, None, neurons=selection, coefficient=coefficient(c),
+                                                            **where)]})
         for draw in range(args.random_draws):
             rand = random_neurons(policy, selection, seed=draw)
             clusters[f"random_{concept}_{draw}"] = rand
+            label = "" if kind == "clamp" else f"{kind} "  # the clamp controls keep their original names
             for c in args.random_coefs if args.random_coefs is not None else args.coefs:
-                settings.append({"name": f"random#{draw} ({concept}-sized) c={c:g}", "group": "random",
-                                 "coefficient": c, "interventions": [clamp(None, rand, c, **where)]})
+                settings.append({"name": f"random#{draw} ({concept}-sized) {label}{coef_label}{c:g}{suffix}",
+                                 "group": "random", "coefficient": c,
+                                 "interventions": [Intervention(kind, None, neurons=rand, coefficient=coefficient(c),
+                                                                **where)]})
         if concept in args.pid_concepts:
             # closed loop: height for the "up" neurons, speed for the "fast" ones
             speed = concept == "fast"
@@ -326,8 +404,9 @@ def build_settings(policy, args) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             pid = PID("speed(state[0:3])" if speed else "state[2]", target, kp=args.pid_kp, ki=args.pid_ki,
                       limits=(0.0, args.pid_max if args.pid_max is not None else max(args.coefs)), sign=1.0)
             label = f"speed*={target:g}m/s" if speed else f"z*={target:g}m"
-            settings.append({"name": f"PID {concept} {label}", "group": "pid", "coefficient": None,
-                             "interventions": [clamp(None, selection, pid, **where)]})
+            settings.append({"name": f"PID {concept} {label}{suffix}", "group": "pid", "coefficient": None,
+                             "interventions": [Intervention(kind, None, neurons=selection,
+                                                            coefficient=coefficient(pid), **where)]})
     return settings, {"clusters": clusters, "hits": report}
 
 
@@ -340,7 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-batch", type=int, default=30, help="episodes run in lockstep (one batched policy call)")
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--concepts", nargs="+", default=["up", "fast"])
-    p.add_argument("--positions", default="all", help="token positions the clamp acts on: all | prefix | last")
+    p.add_argument("--positions", default="all", help="token positions the clamp acts on: all | prefix | last | prefix_last")
+    p.add_argument("--layers", type=int, nargs="*", default=None,
+                   help="keep only the discovered neurons in these layers (the random controls follow)")
+    p.add_argument("--kind", choices=("clamp", "scale"), default="clamp",
+                   help="neuron intervention: clamp (overwrite with c) or scale (multiply by c)")
+    p.add_argument("--gate", nargs="*", default=None,
+                   help="apply the interventions only while these conditions on the observation hold, e.g. "
+                        "'state[7]<0.032' 'norm(env_state[7:10])<0.02' (fingers closed on the cube; "
+                        "open 0.039 m, closed 0.022-0.030 m depending on the cube size); "
+                        "evaluated per episode (per row of the lockstep batch)")
     p.add_argument("--coefs", type=float, nargs="+", default=[1.0, 2.0, 2.5, 3.0])
     p.add_argument("--random-draws", type=int, default=3)
     p.add_argument("--random-coefs", type=float, nargs="*", default=[2.0, 3.0])

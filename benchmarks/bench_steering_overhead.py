@@ -7,7 +7,10 @@ Models (random weights, CPU, one torch thread):
   1024; OpenVLA's module names) — timed as one forward over a 128-token prompt ("prefill") and as a
   full ``act()`` (prefill + 7 KV-cache decoding steps, where per-call hook costs weigh most);
 * the tiny PI0 of ``adapters/tiny.py`` with 4 VLM + 4 expert layers — timed as ``act()`` (one VLM
-  prefix pass + 10 flow steps through the expert).
+  prefix pass + 10 flow steps through the expert);
+* as context, the same classes at the *widths of the released models* with one layer per tower (PI0 with
+  Gemma-2B VLM and Gemma-300M expert layers; a Llama at Llama-2-7B / OpenVLA width): the hook cost
+  per call does not depend on depth, so its share of a real-width layer is what users see.
 
 Conditions are measured **side by side in one run** as adjacent pairs (one call without, one with
 the hooks, ABBA order) and the median of the paired ratios is reported — on the thread's CPU time
@@ -43,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from embodied_steer.adapters.tiny_llama import TinyLlamaPolicy  # noqa: E402
 from embodied_steer.core.types import Observation  # noqa: E402
-from embodied_steer.steering import add, attach, clamp, rotate  # noqa: E402
+from embodied_steer.steering import Gated, add, attach, clamp, rotate  # noqa: E402
 from embodied_steer.steering.capture import capture  # noqa: E402
 
 
@@ -62,9 +65,13 @@ def clamp_set(policy, pattern: str, layers: int, n: int, *, positions="all"):
 
 
 def _timed_hooks(handle, spent: list[float]) -> None:
-    """Wrap the handle's hook functions so that the CPU time spent inside them is added to ``spent[0]``."""
+    """Wrap the handle's hook functions so that the CPU time spent inside them is added to ``spent[0]``
+    (the handle registers one hook per module and hook type; each is wrapped once)."""
+    tables = {}
     for site in handle.sites:
         table = site.module._forward_pre_hooks if site.pre else site.module._forward_hooks  # noqa: SLF001
+        tables[id(table)] = table
+    for table in tables.values():
         for key, fn in list(table.items()):
             def timed(*a, _fn=fn):
                 c0 = time.thread_time()
@@ -104,20 +111,21 @@ def side_by_side(conditions: dict[str, list], run: Callable[[], None], policy, *
     for rep in range(reps):
         rng.shuffle(order)
         for name in order:
+            # an untimed call through wrapped hooks: warms the hooked path and measures the CPU
+            # time spent inside the hooks (the wrappers' own cost stays out of the timed pair)
             handle = attach(policy, conditions[name])
             spent = [0.0]
             _timed_hooks(handle, spent)
-            run()  # warm the hooked path (untimed)
+            c0 = time.thread_time()
+            run()
+            share[name].append(spent[0] / (time.thread_time() - c0))
             handle.remove()
             pair = {}
             for steered in ((False, True) if rep % 2 == 0 else (True, False)):
                 if steered:
                     handle = attach(policy, conditions[name])
-                    spent = [0.0]
-                    _timed_hooks(handle, spent)
                     pair[True] = timed_call()
                     handle.remove()
-                    share[name].append(spent[0] / pair[True][0])
                 else:
                     pair[False] = timed_call()
             cpu[name].append(pair[True][0] / pair[False][0])
@@ -173,12 +181,63 @@ def pi0_benchmark(reps: int) -> dict:
                 clamp_set(policy, "vlm.layers", 4, 64) + clamp_set(policy, "expert.layers", 4, 64),
             "clamp 64 x 4 expert layers, steps 5-9":
                 [clamp(c.modules, c.neurons, 4.0, steps=(5, 10)) for c in clamp_set(policy, "expert.layers", 4, 64)],
+            # the floor: the same 8 hooks fire but do nothing (a phase gate that never opens) —
+            # PyTorch's hook dispatch plus our gate test, and the timing noise of this machine
+            "same 8 hooks, gate closed (floor)":
+                [clamp(c.modules, c.neurons, Gated(4.0, "state[0] > 1e9"))
+                 for c in clamp_set(policy, "vlm.layers", 4, 64) + clamp_set(policy, "expert.layers", 4, 64)],
         }
 
         def act():
             policy.act(obs, noise=noise)
 
         return {"act (1 prefix + 10 flow steps)": side_by_side(conditions, act, policy, reps=reps)}
+
+
+# Real layer widths (context for the tiny-model ratios): the same architecture classes with the
+# widths of the released models but one layer per tower, random init (a real-width layer takes tens
+# of seconds to initialise on this CPU). The hooks cost the same per call whatever the depth, so
+# what matters is the hook cost relative to a layer of real width.
+REAL_PI0 = dict(vlm_width=2048, vlm_mlp_dim=16384, expert_width=1024, expert_mlp_dim=4096, depth=1, head_dim=256)
+
+
+def real_width_benchmark(reps: int) -> dict:
+    """PI0 with PaliGemma-2B (Gemma-2B: width 2048, MLP 16384) VLM layers and a Gemma-300M expert
+    (width 1024, MLP 4096), and a Llama with Llama-2-7B / OpenVLA widths (4096, MLP 11008, 32
+    heads); one layer per tower, random init, 64 clamped neurons in every layer; the tiny vision
+    tower and vocabulary (1,024) of the test models, which makes the layers a larger share of the
+    forward than in the released models."""
+    from embodied_steer.adapters import tiny
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = tiny.tiny_pi0(tmp, chunk_size=50, n_action_steps=50, num_steps=10,
+                               arch=tiny.TinyArchitecture(**REAL_PI0))
+        obs = tiny.tiny_observation(seed=0)
+        noise = policy.initial_noise(1, torch.Generator().manual_seed(0))
+        conditions = {
+            "none": [],
+            "clamp 64 neurons x 2 layers (1 VLM + 1 expert)":
+                clamp_set(policy, "vlm.layers", 1, 64) + clamp_set(policy, "expert.layers", 1, 64),
+        }
+
+        def act():
+            policy.act(obs, noise=noise)
+
+        out["PI0, real widths (Gemma-2B VLM + Gemma-300M expert layer): act (1 prefix + 10 flow steps, chunk 50)"] = \
+            side_by_side(conditions, act, policy, reps=reps, warmup=1)
+        del policy
+    policy = TinyLlamaPolicy(layers=1, width=4096, mlp=11008, heads=32, vocab=1024, num_bins=256, seed=0)
+    obs = Observation(state=np.zeros(7, np.float32), instruction="pick up the black bowl and place it on the plate")
+    conditions = {"none": [], "clamp 64 neurons x 1 layer": clamp_set(policy, "llm.layers", 1, 64)}
+
+    def llama_act():
+        policy.reset()
+        policy.act(obs)
+
+    out["Llama, 7B widths (4096, MLP 11008; 1 layer, vocab 1024): act (prefill + 7 decode steps)"] = \
+        side_by_side(conditions, llama_act, policy, reps=reps, warmup=1)
+    return out
 
 
 def rss_bytes() -> int:
@@ -238,23 +297,30 @@ def table(title: str, rows: dict[str, dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=40, help="paired repetitions per condition")
-    parser.add_argument("--capture-calls", type=int, default=20)
+    parser.add_argument("--capture-calls", type=int, default=20, help="0: skip the capture measurement")
+    parser.add_argument("--real-width-reps", type=int, default=12,
+                        help="paired repetitions for the real-width models (0: skip them)")
+    parser.add_argument("--models", nargs="+", choices=("llama", "pi0", "real_width"),
+                        default=["llama", "pi0", "real_width"], help="which models to time")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "load_avg_start": os.getloadavg()}}
-    results["llama"] = llama_benchmark(args.reps)
-    results["pi0"] = pi0_benchmark(args.reps)
-    results["capture"] = capture_benchmark(args.capture_calls)
+    results["llama"] = llama_benchmark(args.reps) if "llama" in args.models else {}
+    results["pi0"] = pi0_benchmark(args.reps) if "pi0" in args.models else {}
+    results["real_width"] = (real_width_benchmark(args.real_width_reps)
+                             if args.real_width_reps > 0 and "real_width" in args.models else {})
+    results["capture"] = capture_benchmark(args.capture_calls) if args.capture_calls > 0 else {}
     results["machine"]["load_avg_end"] = os.getloadavg()
-    for model in ("llama", "pi0"):
+    for model in ("llama", "pi0", "real_width"):
         for title, rows in results[model].items():
             print(table(f"{model}: {title}", rows))
             print()
-    print("| capture | calls | MB written | disk MB | peak buffer MB | RSS growth MB | time ratio |")
-    print("|---|---|---|---|---|---|---|")
+    if results["capture"]:
+        print("| capture | calls | MB written | disk MB | peak buffer MB | RSS growth MB | time ratio |")
+        print("|---|---|---|---|---|---|---|")
     for label, r in results["capture"].items():
         print(f"| {label} | {r['calls']} | {r['written_MB']:.1f} | {r['disk_MB']:.1f} | {r['peak_buffer_MB']:.2f} | "
               f"{r['rss_growth_MB']:.1f} | {r['time_ratio']:.2f}× |")

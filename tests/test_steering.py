@@ -190,10 +190,45 @@ def test_positions_all_last_prefix_slice_list(llama, obs):
     assert changed(3) == [0, 1, 2]
     assert changed(slice(2, 5)) == [2, 3, 4]
     assert changed([1, -1]) == [1, n - 1]
-    # prefix: single-token (KV-cache decoding) forwards are left alone
-    with steer(llama, [add("llm.lm_head", vec, positions="prefix")]) as handle:
+    assert changed("prefix_last") == [n - 1]
+    # prefix / prefix_last: single-token (KV-cache decoding) forwards are left alone
+    for positions in ("prefix", "prefix_last"):
+        with steer(llama, [add("llm.lm_head", vec, positions=positions)]) as handle:
+            llama.act(obs)
+        assert handle.fired()["add#0@llm.lm_head"] == 1, positions  # the prompt pass only, not the action tokens
+    with steer(llama, [add("llm.lm_head", vec, positions="last")]) as handle:
         llama.act(obs)
-    assert handle.fired()["add#0@llm.lm_head"] == 1  # the prompt pass only, not the action tokens
+    assert handle.fired()["add#0@llm.lm_head"] > 1  # "last" also edits every decoding step
+
+
+def test_one_hook_per_module_applies_its_interventions_in_order(llama, obs):
+    """Several interventions on one module share one hook, applied in the order given (a clamp then
+    a scale of the same neuron multiplies the clamped value; the reverse order overwrites)."""
+    name = "llm.layers.0.mlp.down_proj"
+    module = llama.modules()[name]
+    with steer(llama, [clamp(name, [3], 2.0), scale("llm.layers.0.mlp", [3, 5], 3.0),
+                       clamp("llm.layers.1.mlp", [0], 1.0)]) as handle:
+        assert len(module._forward_pre_hooks) == 1  # noqa: SLF001
+        assert total_hooks(llama) == 2
+        assert len(handle.sites) == 3
+    plain = down_input(llama, obs, name)
+    both = down_input(llama, obs, name, [clamp(name, [3], 2.0), scale(name, [3, 5], 3.0)])
+    assert torch.all(both[..., 3] == 6.0)
+    torch.testing.assert_close(both[..., 5], 3.0 * plain[..., 5])
+    reverse = down_input(llama, obs, name, [scale(name, [3, 5], 3.0), clamp(name, [3], 2.0)])
+    assert torch.all(reverse[..., 3] == 2.0)
+
+
+def test_edits_keep_autograd_intact(llama, obs):
+    """With gradients on, the clamp edits a copy (the original activation autograd saved is kept)."""
+    x = ids(llama, obs)
+    name = "llm.layers.0.mlp.down_proj"
+    with steer(llama, [clamp(name, [3], 0.5)]):
+        out = llama.model(input_ids=x).logits
+        out.sum().backward()
+    grad = llama.modules()[name].weight.grad
+    assert grad is not None and torch.isfinite(grad).all()
+    llama.model.zero_grad(set_to_none=True)
 
 
 # ----------------------------------------------------------------------------- removal
@@ -351,6 +386,57 @@ def test_handle_begins_calls_and_resets_per_episode(llama, obs):
         got = [handle.begin_call(dataclasses.replace(obs, timestamp=0.05 * k))["up"] for k in range(3)]
         assert got == [0.0, 1.0, 2.0]
         assert handle.begin_call(dataclasses.replace(obs, timestamp=0.0))["up"] == 0.0  # new episode
+
+
+def test_gated_coefficient_switches_the_intervention_by_phase(llama, obs):
+    """A gated coefficient applies its intervention only while its conditions hold; while closed
+    the activations are untouched (not clamped to some 'off' value)."""
+    import dataclasses
+
+    from embodied_steer.steering import Condition, Gated
+
+    name = "llm.layers.0.mlp.down_proj"
+    plain = down_input(llama, obs, name)
+    gate = Gated(5.0, ["state[2] > 0.5", "norm(state[0:2]) < 1"])
+    with steer(llama, [clamp(name, [4], gate, name="up")]) as handle:
+        seen = []
+        probe = llama.modules()[name].register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+        try:
+            for k, z in enumerate((0.3, 0.9, 0.2)):
+                handle.begin_call(dataclasses.replace(obs, state=np.array([0.1, -0.2, z], np.float32),
+                                                      timestamp=0.05 * k))
+                logits(llama, ids(llama, obs))
+        finally:
+            probe.remove()
+        assert handle.fired()["up@" + name] == 1
+    torch.testing.assert_close(seen[0], plain)  # closed: untouched
+    assert torch.all(seen[1][..., 4] == 5.0)  # open
+    torch.testing.assert_close(seen[2], plain)  # closed again (no latch)
+    latched = Gated(Fixed(2.0), "state[2] > 0.5", latch=True)
+    states = [np.array([0, 0, z], np.float32) for z in (0.3, 0.9, 0.2)]
+    assert [latched.on_observation(dataclasses.replace(obs, state=s)) and latched.active for s in states] == \
+        [False, True, True]
+    latched.reset()
+    assert not latched.active
+    spec = as_coefficient({"kind": "gated", "inner": 3.0, "when": ["env_state[0] <= 0"]})
+    assert isinstance(spec, Gated) and spec.to_dict()["conditions"] == ["env_state[0]<=0"]
+    assert Condition.parse({"measure": "state[1]", "op": "<", "threshold": 0.0})(obs)
+    assert make_measure("norm(state[0:2])")(obs) == pytest.approx(math.hypot(0.1, 0.2), rel=1e-6)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("state[2] = 1", "cannot parse gate condition"),
+    ("state[2] < high", "threshold of condition"),
+    ("pose[2] < 1", "unknown observation field 'pose'"),
+    ("norm(state[a:b]) < 1", "cannot parse the indices"),
+])
+def test_gate_conditions_bad_input(spec, match):
+    from embodied_steer.steering import Gated
+
+    with pytest.raises(ConfigError, match=match):
+        Gated(1.0, [spec])
+    with pytest.raises(ConfigError, match="at least one condition"):
+        Gated(1.0, [])
 
 
 # ============================================================================= flow VLAs and diffusion

@@ -246,3 +246,78 @@ def test_clamping_discovered_up_neurons_raises_predicted_z_more_than_random_neur
     assert z_up - z0 > STEER_MIN_DZ, (z0, z_up)
     assert p_up > p0
     assert z_up - z0 > max(random_dz) + STEER_MIN_DZ / 2, (z_up - z0, random_dz)
+
+
+def _forced_logits(policy: TokenVLAPolicy, x: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Logits of every decoded slot (full vocabulary) with the decoded tokens forced to ``tokens``
+    ``(B, 9)``: one prompt pass, then single-token KV-cache passes, as :func:`decode` runs them."""
+    prompt = torch.tensor([policy.tokenizer.prompt_ids("lift the red cube")] * x.shape[0], dtype=torch.long)
+    with torch.no_grad():
+        out = policy.model.llm(inputs_embeds=policy.model.embed_prefix(x, prompt), use_cache=True)
+        logits = [out.logits[:, -1]]
+        for slot in range(tokens.shape[1] - 1):
+            out = policy.model.llm(input_ids=tokens[:, slot:slot + 1], past_key_values=out.past_key_values,
+                                   use_cache=True)
+            logits.append(out.logits[:, -1])
+    return logits
+
+
+def test_last_layer_up_clamp_at_the_decision_position_changes_only_the_plan_word(shipped):
+    """The closed-loop benchmark's success-preserving variant: the discovered 'up' neurons of the last
+    layer, clamped at the last prompt position only (``positions="prefix_last"``), make the first
+    plan word 'up' far more likely than same-sized random last-layer sets do — and leave every later
+    slot's logits (second plan word, action bins) exactly as they were for the same tokens, because
+    no later layer reads a last-layer MLP output and the decoding passes are not edited."""
+    from embodied_steer.steering import clamp, steer
+    from embodied_steer.steering.discovery import hits_to_cluster, random_neurons, search_neurons
+
+    u = shipped.unembedding.detach()
+    t = shipped.tokenizer.token_id
+    basis = (u[t("up")] - (u[t("down")] + u[t("hold")]) / 2)[None]
+    hits = search_neurons(shipped, [0], "llm.layers.*.mlp", k=STEER_K, basis=basis, relative=None,
+                          gain=shipped.final_norm_gain)
+    last = {m: n for m, n in hits_to_cluster(hits).items() if ".layers.3." in m}
+    assert last and sum(map(len, last.values())) >= 8
+    observations = held_out_observations()
+    x = torch.cat([shipped.observation_vector(o) for o in observations])
+    plain = decode(shipped.model, shipped.tokenizer, x, "lift the red cube", return_logits=True)
+    tokens = torch.cat([plain["plan"], plain["bins"] + shipped.tokenizer.bin_offset], dim=1)
+    p0 = torch.softmax(plain["logits"][0], -1)[:, 0].mean()
+
+    def p_up(neurons) -> float:
+        with steer(shipped, [clamp(None, neurons, 6.0, positions="prefix_last")]) as handle:
+            out = decode(shipped.model, shipped.tokenizer, x, "lift the red cube", return_logits=True)
+        assert set(handle.fired().values()) == {1}  # the prompt pass only, never a decoding pass
+        return float(torch.softmax(out["logits"][0], -1)[:, 0].mean())
+
+    steered = p_up(last)
+    controls = [p_up(random_neurons(shipped, last, seed=draw)) for draw in range(3)]
+    assert steered > p0 + 0.2, (float(p0), steered)
+    assert steered > max(controls) + 0.15, (steered, controls)
+    with steer(shipped, [clamp(None, last, 6.0, positions="prefix_last")]):
+        forced = _forced_logits(shipped, x, tokens)
+    reference = _forced_logits(shipped, x, tokens)
+    assert not torch.allclose(forced[0], reference[0])  # the plan word's logits move
+    for slot in range(1, len(forced)):  # nothing after it does
+        torch.testing.assert_close(forced[slot], reference[slot], rtol=0, atol=1e-5)
+
+
+def test_cli_phase_gated_cluster_steering_runs_and_logs_the_gate(tmp_path, capsys):
+    """``steer=cluster_gated`` on the shipped VLA: only the last-layer part of the shipped 'up'
+    cluster is hooked, at prefix_last; the gate is closed at the start of the episode and opens
+    once the gripper has closed on the cube."""
+    import json
+
+    from embodied_steer.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["eval", "env=lift", "policy=lift_token_vla", "steer=cluster_gated",
+               f"steer.cluster_file={SHIPPED / 'neurons.yaml'}", "steer.modules=llm.layers.3.mlp.down_proj",
+               "episodes=1", "env.horizon=45", f"output_dir={out}", "torch_threads=1"])
+    assert rc == 0, capsys.readouterr().err
+    hooks = json.loads((out / "steer.json").read_text())["hooks"]
+    assert [h["module"] for h in hooks] == ["llm.layers.3.mlp.down_proj"]
+    assert hooks[0]["positions"] == "prefix_last" and hooks[0]["coefficient"]["kind"] == "gated"
+    calls = [json.loads(line) for line in (out / "steer.jsonl").read_text().splitlines()]
+    closed = [bool(c["inactive"]) for c in calls]
+    assert closed[0] and not all(closed), closed  # closed while reaching, open after the grasp

@@ -84,7 +84,8 @@ def steered_act(handle: Any, act: ActFn = default_act, log_path: str | Path | No
     of that call; a new episode is recognised by its timestamp restarting).
 
     With ``log_path``, one JSON line per call is appended: observation time, each intervention's
-    coefficient and, for PID sources, the measurement it saw.
+    coefficient, for PID sources the measurement it saw, and the interventions switched off for
+    that call (``inactive``: a closed phase gate).
     """
     sink = open(log_path, "a") if log_path is not None else None  # noqa: SIM115 - lives as long as the act fn
 
@@ -95,8 +96,9 @@ def steered_act(handle: Any, act: ActFn = default_act, log_path: str | Path | No
                 label: c.last_measurement
                 for label, c in handle.sources().items() if getattr(c, "last_measurement", None) is not None
             }
+            off = [label for label, c in handle.sources().items() if not c.active]  # closed phase gates
             sink.write(json.dumps({"time": round(float(obs.timestamp), 4), "coefficients": values,
-                                   "measurements": measured}) + "\n")
+                                   "measurements": measured, "inactive": off}) + "\n")
             sink.flush()
         return act(policy, obs)
 

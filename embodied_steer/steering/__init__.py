@@ -5,7 +5,16 @@ Everything reaches a policy through :meth:`SteerablePolicy.modules` (the ``ACTIV
 """
 
 from embodied_steer.steering.addressing import AddressError, StepRange, resolve_modules, tower_members
-from embodied_steer.steering.coefficients import PID, Coefficient, Fixed, Schedule, as_coefficient, make_measure
+from embodied_steer.steering.coefficients import (
+    PID,
+    Coefficient,
+    Condition,
+    Fixed,
+    Gated,
+    Schedule,
+    as_coefficient,
+    make_measure,
+)
 from embodied_steer.steering.interventions import (
     Intervention,
     SteeringHandle,
@@ -20,7 +29,7 @@ from embodied_steer.steering.interventions import (
 )
 
 __all__ = [
-    "AddressError", "Coefficient", "Fixed", "Intervention", "PID", "Schedule", "SteeringHandle", "StepRange",
+    "AddressError", "Coefficient", "Condition", "Fixed", "Gated", "Intervention", "PID", "Schedule", "SteeringHandle", "StepRange",
     "ablate", "add", "as_coefficient", "attach", "clamp", "hook_counts", "make_measure", "resolve_modules",
     "rotate", "scale", "steer", "tower_members",
 ]

@@ -29,7 +29,9 @@ Token positions
 Activations are ``(batch, positions, features)`` for transformer modules. ``positions`` selects:
 ``"all"``; ``"last"`` (the last position of each forward; with KV-cache decoding that is the newest
 token); ``"prefix"`` (all positions of a forward over more than one token — the prompt / prefix
-pass — and nothing in single-token decoding passes); an ``int`` ``n`` (the first ``n``); a
+pass — and nothing in single-token decoding passes); ``"prefix_last"`` (only the last position of
+a forward over more than one token: the position whose output predicts the first generated token,
+e.g. a token VLA's first plan word; nothing in single-token decoding passes); an ``int`` ``n`` (the first ``n``); a
 ``slice``; or a list of indices. Modules without a position axis (2-D outputs) accept only
 ``"all"``.
 
@@ -287,8 +289,9 @@ def check_vector(vector, width: int | None, module_name: str, what: str = "vecto
 def check_positions(positions: Positions) -> Positions:
     """Validate a position selector (see the module docstring); returns it normalised."""
     if isinstance(positions, str):
-        if positions not in ("all", "last", "prefix"):
-            raise AddressError(f"positions must be 'all', 'last', 'prefix', an int, a slice or a list, got '{positions}'")
+        if positions not in ("all", "last", "prefix", "prefix_last"):
+            raise AddressError(f"positions must be 'all', 'last', 'prefix', 'prefix_last', an int, a slice or a list, "
+                               f"got '{positions}'")
         return positions
     if isinstance(positions, bool):
         raise AddressError(f"positions must be 'all', 'last', 'prefix', an int, a slice or a list, got {positions!r}")
@@ -314,6 +317,8 @@ def position_index(positions: Positions, length: int) -> slice | list[int] | Non
         return slice(length - 1, length)
     if positions == "prefix":
         return slice(None) if length > 1 else None
+    if positions == "prefix_last":
+        return slice(length - 1, length) if length > 1 else None
     if isinstance(positions, int):
         return slice(0, min(positions, length))
     if isinstance(positions, slice):

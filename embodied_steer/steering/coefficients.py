@@ -16,6 +16,10 @@ radians, the fraction of a direction that is ablated.
   e.g. end-effector height ``state[2]`` or speed) toward a target, with output limits and
   anti-windup (the integral is frozen while the output saturates in the direction of the error,
   and is itself clamped so the integral term alone cannot exceed the output limits).
+* :class:`Gated` — another source that is *switched on* only while conditions on the observation
+  hold (a task phase, e.g. "the gripper is closed on the cube"); while off, the intervention is
+  not applied at all (:attr:`Coefficient.active` is ``False`` and the hooks pass activations
+  through unchanged) — for a clamp there is no coefficient value that means "no edit".
 
 Static clamping is known to hurt task success badly (OpenVLA on LIBERO: 71% → 27% / 2% under a
 static clamp; closed-loop control keeps ~72–76%), which is why the closed-loop source is part of
@@ -47,6 +51,10 @@ def check_finite(value: float, what: str = "coefficient") -> float:
 
 class Coefficient:
     """Base class: a value frozen per policy call, updated from observations."""
+
+    #: Whether the intervention applies during the current policy call (hooks skip it when
+    #: ``False``). Only :class:`Gated` ever switches it off.
+    active: bool = True
 
     def __init__(self) -> None:
         self.calls = 0
@@ -211,34 +219,182 @@ class StateSpeed(Measure):
         self._last = None
 
 
+@dataclass
+class StateNorm(Measure):
+    """Euclidean norm of ``obs.state[indices]`` (or another vector field), e.g. the gripper-to-cube
+    distance ``norm(env_state[7:10])`` in robosuite Lift (metres)."""
+
+    indices: Sequence[int] = (0, 1, 2)
+    source: str = "state"
+
+    def __call__(self, obs: Observation) -> float:
+        vector = getattr(obs, self.source)
+        if vector is None:
+            raise ConfigError(f"measure needs obs.{self.source}, which this observation lacks")
+        if max(self.indices) >= len(vector) or min(self.indices) < -len(vector):
+            raise ConfigError(f"measure indices {list(self.indices)} out of range for obs.{self.source} of size {len(vector)}")
+        return float(np.linalg.norm(np.asarray(vector, dtype=np.float64)[list(self.indices)]))
+
+
+_FIELDS = ("state", "env_state")
+
+
+def _field_indices(text: str, spec: str) -> tuple[str, list[int]]:
+    """``"state[0:3]"`` / ``"env_state[7,8]"`` → (field, indices)."""
+    if "[" not in text or not text.endswith("]"):
+        raise ConfigError(f"cannot parse measure '{spec}': expected e.g. 'state[0:3]'")
+    fld, rng = text[:-1].split("[", 1)
+    if fld not in _FIELDS:
+        raise ConfigError(f"measure '{spec}': unknown observation field '{fld}' (fields: {', '.join(_FIELDS)})")
+    try:
+        if ":" in rng:
+            a, b = rng.split(":")
+            idx = list(range(int(a), int(b)))
+        else:
+            idx = [int(i) for i in rng.split(",")]
+    except ValueError:
+        raise ConfigError(f"cannot parse the indices of measure '{spec}'") from None
+    if not idx:
+        raise ConfigError(f"measure '{spec}' selects no index")
+    return fld, idx
+
+
 def make_measure(spec: Measure | Callable[[Observation], float] | Mapping[str, Any] | str) -> Callable[[Observation], float]:
-    """A measure from an object, a callable, ``"state[2]"`` / ``"speed(state[0:3])"`` or a mapping
-    ``{kind: state|speed, index: 2 | indices: [0,1,2], source: state}``."""
+    """A measure from an object, a callable, ``"state[2]"`` / ``"speed(state[0:3])"`` /
+    ``"norm(env_state[7:10])"`` or a mapping ``{kind: state|speed|norm, index: 2 | indices: [0,1,2],
+    source: state}``."""
     if isinstance(spec, Measure) or (callable(spec) and not isinstance(spec, (str, Mapping))):
         return spec
     if isinstance(spec, str):
         text = spec.replace(" ", "")
-        if text.startswith("speed(") and text.endswith(")"):
-            inner = text[6:-1]
-            fld, rng = inner.split("[", 1)
-            rng = rng.rstrip("]")
-            if ":" in rng:
-                a, b = rng.split(":")
-                idx = list(range(int(a), int(b)))
-            else:
-                idx = [int(i) for i in rng.split(",")]
-            return StateSpeed(idx, fld)
+        for name, cls in (("speed", StateSpeed), ("norm", StateNorm)):
+            if text.startswith(name + "(") and text.endswith(")"):
+                fld, idx = _field_indices(text[len(name) + 1:-1], spec)
+                return cls(idx, fld)
         if "[" in text and text.endswith("]"):
             fld, idx = text[:-1].split("[", 1)
-            return StateValue(int(idx), fld)
-        raise ConfigError(f"cannot parse measure '{spec}': use 'state[2]' or 'speed(state[0:3])'")
+            if fld not in _FIELDS:
+                raise ConfigError(f"measure '{spec}': unknown observation field '{fld}' (fields: {', '.join(_FIELDS)})")
+            try:
+                return StateValue(int(idx), fld)
+            except ValueError:
+                raise ConfigError(f"cannot parse the index of measure '{spec}'") from None
+        raise ConfigError(f"cannot parse measure '{spec}': use 'state[2]', 'speed(state[0:3])' or 'norm(env_state[7:10])'")
     spec = dict(spec)
     kind = spec.pop("kind", "state")
     if kind == "state":
         return StateValue(int(spec.get("index", 0)), spec.get("source", "state"))
     if kind == "speed":
         return StateSpeed(tuple(spec.get("indices", (0, 1, 2))), spec.get("source", "state"))
-    raise ConfigError(f"measure kind must be 'state' or 'speed', got '{kind}'")
+    if kind == "norm":
+        return StateNorm(tuple(spec.get("indices", (0, 1, 2))), spec.get("source", "state"))
+    raise ConfigError(f"measure kind must be 'state', 'speed' or 'norm', got '{kind}'")
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
+}
+
+
+@dataclass
+class Condition:
+    """``measure(obs) <op> threshold`` — one condition of a :class:`Gated` coefficient.
+
+    Attributes:
+        measure: what to read (see :func:`make_measure`), in the observation's units.
+        op: ``<``, ``<=``, ``>`` or ``>=``.
+        threshold: compared with the measurement.
+    """
+
+    measure: Any
+    op: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ConfigError(f"condition operator must be one of {', '.join(_OPS)}, got '{self.op}'")
+        self.threshold = check_finite(self.threshold, "condition threshold")
+        self.spec = self.measure if isinstance(self.measure, str) else type(self.measure).__name__
+        self.measure = make_measure(self.measure)
+
+    def __call__(self, obs: Observation) -> bool:
+        return _OPS[self.op](check_finite(self.measure(obs), f"measurement '{self.spec}'"), self.threshold)
+
+    def reset(self) -> None:
+        if isinstance(self.measure, Measure):
+            self.measure.reset()
+
+    def __str__(self) -> str:
+        return f"{self.spec}{self.op}{self.threshold:g}"
+
+    @classmethod
+    def parse(cls, spec: "Condition | str | Mapping[str, Any]") -> "Condition":
+        """A condition from itself, ``"state[7] < 0.028"`` or ``{measure:, op:, threshold:}``."""
+        if isinstance(spec, Condition):
+            return spec
+        if isinstance(spec, Mapping):
+            missing = {"measure", "op", "threshold"} - set(spec)
+            if missing:
+                raise ConfigError(f"a gate condition needs {sorted(missing)}, got {dict(spec)}")
+            return cls(spec["measure"], spec["op"], spec["threshold"])
+        text = str(spec).replace(" ", "")
+        for op in ("<=", ">=", "<", ">"):  # two-character operators first
+            if op in text:
+                left, right = text.split(op, 1)
+                return cls(left, op, check_finite(right, f"threshold of condition '{spec}'"))
+        raise ConfigError(f"cannot parse gate condition '{spec}': use e.g. 'state[7] < 0.028'")
+
+
+class Gated(Coefficient):
+    """``inner``'s value, applied only while every condition on the observation holds.
+
+    Used to restrict an intervention to a task phase without a learned phase detector, e.g. the
+    "up" neurons of a Lift policy only once the gripper is closed on the cube::
+
+        Gated(3.0, ["state[7] < 0.028", "norm(env_state[7:10]) < 0.02"])
+
+    The inner source is advanced on every observation (a schedule keeps counting, a PID keeps
+    integrating) whether or not the gate is open. While the gate is closed :attr:`active` is
+    ``False`` and the hooks leave activations untouched.
+
+    Args:
+        inner: any coefficient spec (:func:`as_coefficient`).
+        conditions: one or more :class:`Condition` (or strings / mappings it parses); all must hold.
+        latch: once open, stay open until the episode ends (:meth:`reset`).
+    """
+
+    def __init__(self, inner: Any, conditions: Sequence[Any] | str, *, latch: bool = False) -> None:
+        super().__init__()
+        self.inner = as_coefficient(inner)
+        if isinstance(conditions, (str, Mapping, Condition)):
+            conditions = [conditions]
+        self.conditions = [Condition.parse(c) for c in conditions]
+        if not self.conditions:
+            raise ConfigError("a gated coefficient needs at least one condition")
+        self.latch = bool(latch)
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.inner.reset()
+        for c in self.conditions:
+            c.reset()
+        self.active = False
+        self._value = self.inner.value
+
+    def on_observation(self, obs: Observation | None) -> float:
+        value = self.inner.on_observation(obs)
+        if obs is not None:  # without an observation the gate keeps its state
+            is_open = all(c(obs) for c in self.conditions)
+            self.active = is_open or (self.latch and self.active)
+        self.active = self.active and self.inner.active
+        self._value = value
+        self.calls += 1
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "gated", "inner": self.inner.to_dict(), "conditions": [str(c) for c in self.conditions],
+                "latch": self.latch}
 
 
 class PID(Coefficient):
@@ -330,7 +486,8 @@ def as_coefficient(spec: Any) -> Coefficient:
 
     Mappings: ``{kind: fixed, value: 3}``, ``{kind: schedule, schedule: linear|cosine|piecewise,
     start:, end:, length:, points:, unit:}``, ``{kind: pid, measure: "state[2]", target:, kp:, ki:,
-    kd:, bias:, limits: [lo, hi], sign:, dt:}``.
+    kd:, bias:, limits: [lo, hi], sign:, dt:}``, ``{kind: gated, inner: <any of these>, when:
+    ["state[7] < 0.028", …], latch: false}``.
     """
     if isinstance(spec, Coefficient):
         return spec
@@ -345,7 +502,11 @@ def as_coefficient(spec: Any) -> Coefficient:
             if "measure" not in spec or "target" not in spec:
                 raise ConfigError("a pid coefficient needs 'measure' and 'target'")
             return PID(spec.pop("measure"), spec.pop("target"), **spec)
-        raise ConfigError(f"coefficient kind must be fixed, schedule or pid, got '{kind}'")
+        if kind == "gated":
+            if "inner" not in spec or "when" not in spec:
+                raise ConfigError("a gated coefficient needs 'inner' (a coefficient) and 'when' (conditions)")
+            return Gated(spec["inner"], spec["when"], latch=bool(spec.get("latch", False)))
+        raise ConfigError(f"coefficient kind must be fixed, schedule, pid or gated, got '{kind}'")
     if callable(spec):
         return Schedule("function", fn=spec)
     return Fixed(spec)

@@ -180,6 +180,14 @@ class _Site:
 
     def __post_init__(self) -> None:
         self.kind_is_clamp = self.intervention.kind == "clamp"
+        # resolved once here so that the hook reads plain attributes: the step range as two ints
+        # (stop -1 = open-ended), and whether any position filter applies
+        self.step_start = -1 if self.steps is None else self.steps.start
+        self.step_stop = -1 if self.steps is None or self.steps.stop is None else self.steps.stop
+        self.all_positions = self.positions == "all"
+        self.idx: torch.Tensor | None = None  # neuron indices on the module's device (set at attach)
+        self.idx_cpu = False
+        self.every_neuron = self.neurons is not None and self.neurons.value.numel() == self.width
 
 
 def _per_module(value: Any, name: str, requested: str, what: str) -> Any:
@@ -282,15 +290,20 @@ def _positions_axis(x: torch.Tensor, axis: int) -> int | None:
 
 def _edit_neurons(site: _Site, x: torch.Tensor) -> torch.Tensor | None:
     """clamp / scale the selected neurons of a down-projection input; in place unless autograd
-    needs the original. Returns the edited tensor, or ``None`` when no position is selected."""
+    needs the original. Returns the edited tensor, or ``None`` when no position is selected.
+
+    The common case — every position, no autograd — is one in-place kernel on the last axis with
+    the index tensor built at attach time: ``index_fill_`` (clamp) or ``index_select`` / ``mul_`` /
+    ``index_copy_`` (scale); ``fill_`` / ``mul_`` when every neuron is selected."""
     if x.shape[-1] != site.width:
         _fail(site, f"input has {x.shape[-1]} features, expected {site.width}")
     value = site.coefficient.value
-    idx = site.neurons.on(x, torch.long)
+    idx = site.idx
+    if not (site.idx_cpu and x.is_cpu) and (idx is None or idx.device != x.device):
+        idx = site.neurons.on(x, torch.long)  # input on another device than the module's weight
     if x.requires_grad and torch.is_grad_enabled():
         x = x.clone()
-    clamping = site.kind_is_clamp
-    if site.positions == "all":
+    if site.all_positions:
         view = x
     elif x.ndim < 3:
         _fail(site, f"activation of shape {tuple(x.shape)} has no position axis; use positions='all'")
@@ -300,13 +313,15 @@ def _edit_neurons(site: _Site, x: torch.Tensor) -> torch.Tensor | None:
             return None
         if isinstance(pos, list):  # scattered positions: advanced indexing
             sel = (Ellipsis, torch.as_tensor(pos, device=x.device)[:, None], idx[None, :])
-            if clamping:
+            if site.kind_is_clamp:
                 x[sel] = value
             else:
                 x[sel] *= value
             return x
         view = x[..., pos, :]  # a view: edits land in x
-    if clamping:
+    if site.every_neuron:
+        view.fill_(value) if site.kind_is_clamp else view.mul_(value)
+    elif site.kind_is_clamp:
         view.index_fill_(-1, idx, value)
     else:
         view.index_copy_(-1, idx, view.index_select(-1, idx).mul_(value))
@@ -363,6 +378,70 @@ def _apply(site: _Site, h: torch.Tensor, axis: int) -> torch.Tensor:
     return out.movedim(-1, axis) if moved else out
 
 
+# ============================================================================ hooks
+def _pre_hook(handle: "SteeringHandle", sites: list[_Site]):
+    """The forward-pre hook of one module: clamp / scale its input for each of its ``sites``, in
+    order (a closure: calling it costs less than calling an object). A site is skipped while its
+    coefficient is inactive (a closed phase gate) or outside its denoising-step range (also when
+    no sampler step is running)."""
+
+    def hook(module: nn.Module, args: tuple) -> tuple | None:
+        x0 = x = args[0] if args else None
+        if not isinstance(x, torch.Tensor):
+            return None
+        try:
+            for site in sites:
+                if not site.coefficient.active:
+                    continue
+                if site.step_start >= 0:  # a denoising-step range
+                    ctx = current_denoise_step()
+                    if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
+                        continue
+                edited = _edit_neurons(site, x)
+                if edited is not None:  # None: no selected position in this forward
+                    x = edited
+                    site.fired += 1
+        except BaseException:
+            handle.remove()
+            raise
+        return None if x is x0 else (x, *args[1:])  # edited in place: nothing to replace
+
+    return hook
+
+
+def _post_hook(handle: "SteeringHandle", sites: list[_Site]):
+    """The forward hook of one module: add / ablate / rotate its output for each of its ``sites``."""
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        new = output
+        try:
+            for site in sites:
+                if not site.coefficient.active:
+                    continue
+                if site.step_start >= 0:  # a denoising-step range
+                    ctx = current_denoise_step()
+                    if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
+                        continue
+                if isinstance(new, torch.Tensor):
+                    edited = _edit_features(site, new)
+                    if edited is not None:
+                        new = edited
+                elif isinstance(new, (tuple, list)) and new and isinstance(new[0], torch.Tensor):
+                    edited = _edit_features(site, new[0])
+                    if edited is not None:
+                        new = type(new)([edited, *new[1:]])
+                else:
+                    _fail(site, f"cannot edit an output of type {type(new).__name__}")
+                if edited is not None:  # None: no selected position in this forward
+                    site.fired += 1
+        except BaseException:
+            handle.remove()
+            raise
+        return None if new is output else new
+
+    return hook
+
+
 # ============================================================================ handles
 class SteeringHandle:
     """Interventions registered on a policy; remove with :meth:`remove` or by leaving ``with``.
@@ -382,59 +461,27 @@ class SteeringHandle:
 
     # -------------------------------------------------------------- registration
     def _register(self) -> None:
+        """One forward-pre hook and/or one forward hook per module, each applying all of this
+        handle's interventions on that module in the order they were given."""
+        groups: dict[tuple[int, bool], list[_Site]] = {}
+        for site in self.sites:
+            groups.setdefault((id(site.module), site.pre), []).append(site)
+            if site.neurons is not None:  # index tensors built once, on the module's device
+                weight = getattr(site.module, "weight", None)
+                device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+                site.idx = site.neurons.on(torch.empty(0, device=device), torch.long)
+                site.idx_cpu = site.idx.device.type == "cpu"
         try:
-            for site in self.sites:
-                if site.pre:
-                    hook = site.module.register_forward_pre_hook(self._pre_hook(site))
+            for (_, pre), sites in groups.items():
+                module = sites[0].module
+                if pre:
+                    hook = module.register_forward_pre_hook(_pre_hook(self, sites))
                 else:
-                    hook = site.module.register_forward_hook(self._post_hook(site))
+                    hook = module.register_forward_hook(_post_hook(self, sites))
                 self._hooks.append(hook)
         except BaseException:
             self.remove()
             raise
-
-    def _gate(self, site: _Site) -> bool:
-        if site.steps is not None:
-            ctx = current_denoise_step()
-            if ctx is None or ctx.index not in site.steps:
-                return False
-        return True
-
-    def _pre_hook(self, site: _Site):
-        def hook(module, args):
-            if not self._gate(site) or not args or not isinstance(args[0], torch.Tensor):
-                return None
-            try:
-                x = _edit_neurons(site, args[0])
-            except BaseException:
-                self.remove()
-                raise
-            if x is None:  # no selected position in this forward
-                return None
-            site.fired += 1
-            return None if x is args[0] else (x, *args[1:])  # edited in place: nothing to replace
-        return hook
-
-    def _post_hook(self, site: _Site):
-        def hook(module, args, output):
-            if not self._gate(site):
-                return None
-            try:
-                if isinstance(output, torch.Tensor):
-                    edited = new = _edit_features(site, output)
-                elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-                    edited = _edit_features(site, output[0])
-                    new = type(output)([edited, *output[1:]])
-                else:
-                    _fail(site, f"cannot edit an output of type {type(output).__name__}")
-            except BaseException:
-                self.remove()
-                raise
-            if edited is None:  # no selected position in this forward
-                return None
-            site.fired += 1
-            return new
-        return hook
 
     # -------------------------------------------------------------- life cycle
     @property
