@@ -8,9 +8,23 @@ per time step, averaged over the ``T`` steps of the chunk) of each mode ``m``:
 ``discrete``    the sampled trajectories are clustered into ``k`` options (k-means on the flattened
                 chunks, ``k`` chosen by silhouette; ``k = 1`` when no clear clusters exist); the
                 human picks option ``c`` with probability ``p_c`` (its share of samples):
-                ``Σ_c p_c · H(cluster c)``; clusters smaller than ``min_cluster`` get the floor.
+                ``Σ_c p_c · max(H(cluster c), floor)``; clusters smaller than ``min_cluster`` get
+                the floor.
 ``correction``  at each step the top-``correction_dims`` principal directions of the samples are
                 replaced by the human's noise along them and the entropy is estimated again.
+
+Entropy with a floor, for samples that form distinct options. Every entropy is at least the floor
+(a human cannot resolve finer than their own input noise). Clamping the entropy of the whole
+sample set at the floor would hide two tight options far apart — their differential entropy can
+be far *below* the floor although a human must still choose between them. So where the options
+found for ``discrete`` are well separated at a step (every pair's means at least
+``separation_min`` standard deviations apart along the line joining them, the std being the
+larger of the human noise and either option's own spread there), the entropy at that step is
+that of a mixture of non-overlapping components, each clamped at the floor:
+``H = H(p) + Σ_c p_c · max(H_c, floor)`` with ``H(p) = −Σ p_c log p_c``. At other steps (the
+options overlap, or there is only one option) the entropy of all samples is estimated directly.
+The same rule gives the entropy after a correction (on the corrected samples, same option labels,
+separation re-checked — a correction along the axis that separates the options merges them).
 
 Normalised likelihood and value: ``L(m) = exp(−(E[H_m] − H_floor) / τ)`` ∈ (0, 1] — 1 when the
 mode leaves only human-level uncertainty — with the temperature ``τ`` (nats) by default the mean
@@ -54,6 +68,11 @@ class AssistConfig:
         silhouette_min: smallest mean silhouette for clusters to count as distinct options.
         min_cluster: fraction of ``N`` below which a cluster is "tiny" and gets the floor.
         correction_dims: principal directions the human corrects per step.
+        separation_min: options count as separated at a step when their means are at least this many
+            stds apart (std: the larger of the human noise and the options' own spread along the
+            line joining them); there the entropy is that of a mixture of separated components.
+            At 4 stds the mixture entropy of two equal Gaussians is within 0.06 nats of
+            ``log 2 + H_c``, the value the separated-mixture rule assumes.
         seed: seed of k-means initialisation and of the simulated human correction noise.
         convolve: estimate the entropy of the samples plus human input noise (seeded) instead of
             only clamping at the floor; then two tight modes far apart count as ``log 2`` above
@@ -69,6 +88,7 @@ class AssistConfig:
     silhouette_min: float = 0.6
     min_cluster: float = 0.1
     correction_dims: int = 1
+    separation_min: float = 4.0
     seed: int = 0
     convolve: bool = False
 
@@ -79,6 +99,12 @@ class AssistConfig:
             raise ValueError(f"alpha needs a value for every mode; missing {sorted(m.value for m in missing)}")
         if any(not 0 < v <= 1 for v in self.alpha.values()):
             raise ValueError(f"alpha values must be in (0, 1], got {self.alpha}")
+        if not self.separation_min > 0:
+            raise ValueError(f"separation_min must be > 0, got {self.separation_min}")
+        if not 0 <= self.min_cluster < 1:
+            raise ValueError(f"min_cluster must be in [0, 1), got {self.min_cluster}")
+        if self.correction_dims < 1:
+            raise ValueError(f"correction_dims must be >= 1, got {self.correction_dims}")
 
 
 @dataclass
@@ -224,25 +250,75 @@ def correction_directions(x: np.ndarray, dims: int) -> CorrectionDirections:
 
 
 # ------------------------------------------------------------------------------------ the estimate
+def separated_steps(x: np.ndarray, labels: np.ndarray, k: int, human_std: np.ndarray, separation_min: float
+                    ) -> np.ndarray:
+    """Steps ``(T,)`` (bool) at which every pair of the ``k`` options labelled in ``x`` ``(N, T, D)``
+    is separated: ``|μ_i − μ_j| ≥ separation_min · s`` with ``s`` the largest of the human noise std
+    and the two options' own stds along ``μ_i − μ_j`` (action units). ``k = 1``: all ``False``."""
+    n, t, _ = x.shape
+    if k < 2:
+        return np.zeros(t, dtype=bool)
+    onehot = np.eye(k)[labels]  # (N, k)
+    counts = np.maximum(onehot.sum(0), 1.0)
+    means = np.einsum("nk,ntd->ktd", onehot, x) / counts[:, None, None]  # (k, T, D)
+    resid = x - means[labels]  # (N, T, D)
+    ok = np.ones(t, dtype=bool)
+    for i in range(k):  # k <= k_max options: at most a handful of pairs
+        for j in range(i + 1, k):
+            delta = means[i] - means[j]  # (T, D)
+            dist = np.linalg.norm(delta, axis=-1)
+            u = delta / np.maximum(dist, 1e-12)[:, None]
+            var = (u**2 * human_std**2).sum(-1)  # human noise variance along the joining line
+            proj2 = np.einsum("ntd,td->nt", resid, u) ** 2  # (N, T)
+            for c in (i, j):
+                var = np.maximum(var, (onehot[:, c] @ proj2) / counts[c])
+            ok &= dist >= separation_min * np.sqrt(var)
+    return ok
+
+
+def _option_entropies(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig
+                      ) -> np.ndarray:
+    """``Σ_c p_c · max(H_c, floor)`` per step ``(T,)``: the expected entropy once an option is chosen
+    (clusters with fewer than ``max(5, min_cluster · N)`` samples count as the floor)."""
+    n, t, _ = x.shape
+    min_n = max(5, int(np.ceil(cfg.min_cluster * n)))
+    h = np.zeros(t)
+    for c, p in enumerate(options.probs):  # k <= k_max clusters, not samples
+        members = x[options.labels == c]
+        h_c = estimate_entropy(members, cfg.estimator, limits) if len(members) >= min_n else limits.total_floor
+        h = h + float(p) * h_c
+    return h
+
+
+def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy with a floor of ``x`` ``(N, T, D)`` given its option labels: ``(H (T,), H_chosen (T,))``.
+
+    ``H`` is ``H(p) + Σ_c p_c max(H_c, floor)`` at steps where the options are separated (see the
+    module docstring), the direct estimate (clamped into ``[floor, ceiling]``) elsewhere.
+    ``H_chosen`` is ``Σ_c p_c max(H_c, floor)`` (equal to ``H`` when there is one option).
+    """
+    direct = estimate_entropy(x, cfg.estimator, limits)
+    k = len(options.probs)
+    if k < 2:
+        return direct, direct
+    chosen = _option_entropies(x, options, limits, cfg)
+    sep = separated_steps(x, options.labels, k, limits.human_std, cfg.separation_min)
+    p = options.probs[options.probs > 0]
+    mixture = np.minimum(float(-(p * np.log(p)).sum()) + chosen, limits.total_ceiling)
+    return np.where(sep, mixture, direct), chosen
+
+
 def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
                        ) -> tuple[np.ndarray, dict[Mode, float], DiscreteOptions, CorrectionDirections]:
     """Per-step forecast entropy ``(T,)`` and each mode's expected entropy (nats per step)."""
-    est = cfg.estimator
     x_raw = x
     if cfg.convolve:  # what the human can resolve: the samples blurred by the human's own noise
         x = x + limits.human_std * np.random.default_rng(cfg.seed + 1).standard_normal(x.shape)
-    h_none = estimate_entropy(x, est, limits)
     floor = limits.total_floor
     options = discrete_options(x_raw, cfg)
-    min_n = max(5, int(np.ceil(cfg.min_cluster * x.shape[0])))
-    if len(options.probs) == 1:
-        h_disc = float(h_none.mean())
-    else:
-        h_disc = 0.0
-        for c, p in enumerate(options.probs):  # k <= k_max clusters, not samples
-            members = x[options.labels == c]
-            h_c = float(estimate_entropy(members, est, limits).mean()) if len(members) >= min_n else floor
-            h_disc += float(p) * h_c
+    h_none, h_chosen = floored_entropy(x, options, limits, cfg)
+    none = float(h_none.mean())
     dirs = correction_directions(x_raw, cfg.correction_dims)
     u = np.swapaxes(dirs.directions, 1, 2)  # (T, D, c)
     xc = x - x.mean(0, keepdims=True)
@@ -250,9 +326,9 @@ def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
     human = np.sqrt(np.einsum("tdc,d->tc", u**2, limits.human_std**2))  # human std along each direction
     z = np.random.default_rng(cfg.seed).standard_normal(coeff.shape)
     corrected = x - np.einsum("ntc,tdc->ntd", coeff - human[None] * z, u)
-    h_corr = float(estimate_entropy(corrected, est, limits).mean())
-    expected = {Mode.NONE: float(h_none.mean()), Mode.DISCRETE: min(h_disc, float(h_none.mean())),
-                Mode.CORRECTION: min(h_corr, float(h_none.mean())), Mode.TELEOP: floor}
+    h_corr, _ = floored_entropy(corrected, options, limits, cfg)
+    expected = {Mode.NONE: none, Mode.DISCRETE: min(float(h_chosen.mean()), none),
+                Mode.CORRECTION: min(float(h_corr.mean()), none), Mode.TELEOP: floor}
     return h_none, expected, options, dirs
 
 
