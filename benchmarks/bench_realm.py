@@ -46,6 +46,8 @@ from embodied_steer.realm.entropy import (  # noqa: E402
 from embodied_steer.realm.modes import AssistConfig, Mode, Recommender, assess  # noqa: E402
 
 ESTIMATORS = ("spacing", "knn", "gaussian")
+FORK_DECIDED = 0.03
+"""|y| (m) beyond which a state in the obstacle region is on one branch (ground_truth's fork label uses the same)."""
 LABELS = [m.value for m in Mode]
 
 
@@ -137,6 +139,7 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
     smooth = np.zeros((4, 4), int)
     excluded = 0
     successes = 0
+    mistakes: list[dict] = []
     est_ms, smp_ms = [], []
     for ep in range(episodes):
         obs_d, info = env.reset(seed=1000 + ep)
@@ -167,6 +170,11 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
                 excluded += 1
             else:
                 raw[LABELS.index(truth), LABELS.index(a.best.value)] += 1
+                if a.best.value != truth:
+                    mistakes.append({"episode": ep, "t": t, "x": round(float(obs_d["state"][0]), 3),
+                                     "y": round(float(obs_d["state"][1]), 3), "truth": truth, "best": a.best.value,
+                                     "expected": {m.value: round(v, 3) for m, v in a.expected.items()},
+                                     "num_options": int(len(a.options.probs))})
                 smooth[LABELS.index(truth), LABELS.index(mode.value)] += 1
             if ep == 0 and fig_dir is not None:
                 records.append(MonitorRecord(ep, t, obs.timestamp, float(a.entropy.mean()), [],
@@ -192,7 +200,8 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
             "success_rate": successes / episodes, "excluded_transition_steps": excluded,
             "confusion_raw": raw.tolist(), "confusion_hysteresis": smooth.tolist(),
             "per_class_raw": per_class(raw), "per_class_hysteresis": per_class(smooth),
-            "estimate_ms_median": float(np.median(est_ms)), "sample_ms_median": float(np.median(smp_ms))}
+            "estimate_ms_median": float(np.median(est_ms)), "sample_ms_median": float(np.median(smp_ms)),
+            "mistakes_raw": mistakes}
 
 
 def oracle_samples(state: np.ndarray, n: int, horizon: int, seed: int) -> np.ndarray:
@@ -201,9 +210,13 @@ def oracle_samples(state: np.ndarray, n: int, horizon: int, seed: int) -> np.nda
     from embodied_steer.sim.nav_env import NavDemonstrator
 
     out = np.zeros((n, horizon, 2), np.float32)
+    pos0 = np.asarray(state, np.float64)
     for i in range(n):  # benchmark-side sampler only; the estimators are vectorised
         demo = NavDemonstrator(seed=seed * 1000 + i)
-        pos = np.asarray(state, np.float64).copy()
+        if demo.layout.region(pos0[0]) == "obstacle" and abs(pos0[1]) >= FORK_DECIDED:
+            # past the decision point the demonstrations that reach this state all took this branch
+            demo.branch = float(np.sign(pos0[1]))
+        pos = pos0.copy()
         for t in range(horizon):
             out[i, t] = demo.action(pos)
             pos = pos + demo.layout.step_size * out[i, t]

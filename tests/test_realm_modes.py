@@ -219,14 +219,14 @@ def test_overlapping_options_use_the_direct_estimate(rng):
 def test_options_separated_only_late_in_the_chunk(rng):
     """Options that coincide for the first half of the chunk and split later: the mixture rule
     applies only at the split steps."""
-    from embodied_steer.realm.modes import separated_steps
+    from embodied_steer.realm.modes import pair_separation
 
     lim = wide_limits(2)
     x = rng.normal(0.0, 0.02, (N, T, 2))
     side = np.where(np.arange(N) % 2 == 0, 1.0, -1.0)
     x[:, T // 2:, 1] += 0.9 * side[:, None]
     a = assess(x, lim, AssistConfig(human_std=WIDE))
-    sep = separated_steps(x, a.options.labels, 2, lim.human_std, 4.0)
+    sep = pair_separation(x, a.options.labels, 2, lim.human_std, 4.0)[0, 1]
     assert not sep[: T // 2].any() and sep[T // 2:].all()
     assert np.allclose(a.entropy[: T // 2], lim.total_floor)
     assert np.allclose(a.entropy[T // 2:], lim.total_floor + np.log(2))
@@ -270,3 +270,21 @@ def test_new_config_validation():
         AssistConfig(separation_min=0.0)
     with pytest.raises(ValueError, match="min_cluster"):
         AssistConfig(min_cluster=1.5)
+
+
+def test_options_merged_where_they_overlap(rng):
+    """Three options: 'up early', 'up late' (the same branch, turning 3 steps later) and 'down'.
+    Where the two 'up' options overlap they count as one component: there H = floor + log 2
+    (up vs down, equal shares) plus the merged component's own spread; not the floor."""
+    lim = wide_limits(2)
+    n = 60
+    x = rng.normal(0.0, 0.02, (n, T, 2))
+    x[:20, 3:, 1] += 0.9   # up, early
+    x[20:30, 6:, 1] += 0.9  # up, late (overlaps 'up early' from step 6 on, 'down' before step 3)
+    x[30:, 3:, 1] -= 0.9   # down
+    a = assess(x, lim, AssistConfig(human_std=WIDE))
+    assert len(a.options.probs) == 3
+    h = a.entropy
+    assert np.allclose(h[:3], lim.total_floor, atol=0.05)  # everyone still together
+    assert np.all(h[6:] > lim.total_floor + np.log(2) - 0.05)  # up (merged) vs down
+    assert a.best is Mode.DISCRETE

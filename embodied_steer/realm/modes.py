@@ -21,8 +21,10 @@ found for ``discrete`` are well separated at a step (every pair's means at least
 ``separation_min`` standard deviations apart along the line joining them, the std being the
 larger of the human noise and either option's own spread there), the entropy at that step is
 that of a mixture of non-overlapping components, each clamped at the floor:
-``H = H(p) + Σ_c p_c · max(H_c, floor)`` with ``H(p) = −Σ p_c log p_c``. At other steps (the
-options overlap, or there is only one option) the entropy of all samples is estimated directly.
+``H = H(p) + Σ_c p_c · max(H_c, floor)`` with ``H(p) = −Σ p_c log p_c``. Options that are not
+separated from each other at a step are merged into one component there (its entropy estimated
+on their samples together); with one option, or none separated, this is the entropy of all
+samples estimated directly.
 The same rule gives the entropy after a correction (on the corrected samples, same option labels,
 separation re-checked — a correction along the axis that separates the options merges them).
 
@@ -250,20 +252,21 @@ def correction_directions(x: np.ndarray, dims: int) -> CorrectionDirections:
 
 
 # ------------------------------------------------------------------------------------ the estimate
-def separated_steps(x: np.ndarray, labels: np.ndarray, k: int, human_std: np.ndarray, separation_min: float
+def pair_separation(x: np.ndarray, labels: np.ndarray, k: int, human_std: np.ndarray, separation_min: float
                     ) -> np.ndarray:
-    """Steps ``(T,)`` (bool) at which every pair of the ``k`` options labelled in ``x`` ``(N, T, D)``
-    is separated: ``|μ_i − μ_j| ≥ separation_min · s`` with ``s`` the largest of the human noise std
-    and the two options' own stds along ``μ_i − μ_j`` (action units). ``k = 1``: all ``False``."""
-    n, t, _ = x.shape
-    if k < 2:
-        return np.zeros(t, dtype=bool)
+    """Which pairs of the ``k`` options labelled in ``x`` ``(N, T, D)`` are separated at each step:
+    ``(k, k, T)`` bool, symmetric, ``True`` on the diagonal.
+
+    Options ``i, j`` are separated at step ``t`` when ``|μ_i − μ_j| ≥ separation_min · s``, ``s`` the
+    largest of the human noise std and the two options' own stds along ``μ_i − μ_j`` (action units).
+    """
+    _, t, _ = x.shape
     onehot = np.eye(k)[labels]  # (N, k)
     counts = np.maximum(onehot.sum(0), 1.0)
     means = np.einsum("nk,ntd->ktd", onehot, x) / counts[:, None, None]  # (k, T, D)
     resid = x - means[labels]  # (N, T, D)
-    ok = np.ones(t, dtype=bool)
-    for i in range(k):  # k <= k_max options: at most a handful of pairs
+    sep = np.ones((k, k, t), dtype=bool)
+    for i in range(k):  # k <= k_max options: a handful of pairs
         for j in range(i + 1, k):
             delta = means[i] - means[j]  # (T, D)
             dist = np.linalg.norm(delta, axis=-1)
@@ -272,41 +275,64 @@ def separated_steps(x: np.ndarray, labels: np.ndarray, k: int, human_std: np.nda
             proj2 = np.einsum("ntd,td->nt", resid, u) ** 2  # (N, T)
             for c in (i, j):
                 var = np.maximum(var, (onehot[:, c] @ proj2) / counts[c])
-            ok &= dist >= separation_min * np.sqrt(var)
-    return ok
+            sep[i, j] = sep[j, i] = dist >= separation_min * np.sqrt(var)
+    return sep
 
 
-def _option_entropies(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig
-                      ) -> np.ndarray:
-    """``Σ_c p_c · max(H_c, floor)`` per step ``(T,)``: the expected entropy once an option is chosen
-    (clusters with fewer than ``max(5, min_cluster · N)`` samples count as the floor)."""
-    n, t, _ = x.shape
-    min_n = max(5, int(np.ceil(cfg.min_cluster * n)))
-    h = np.zeros(t)
-    for c, p in enumerate(options.probs):  # k <= k_max clusters, not samples
-        members = x[options.labels == c]
-        h_c = estimate_entropy(members, cfg.estimator, limits) if len(members) >= min_n else limits.total_floor
-        h = h + float(p) * h_c
-    return h
+def _step_groups(sep: np.ndarray) -> list[tuple[int, ...]]:
+    """Per step, the partition of options into groups that are not separated from each other
+    (connected components of "not separated"), as a sorted tuple of group ids per option."""
+    k, _, t = sep.shape
+    keys = []
+    for s in range(t):  # steps, not samples: T <= chunk length
+        group = list(range(k))
+        for i in range(k):
+            for j in range(i + 1, k):
+                if not sep[i, j, s]:
+                    old, new = group[j], group[i]
+                    group = [new if g == old else g for g in group]
+        keys.append(tuple(group))
+    return keys
 
 
 def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Entropy with a floor of ``x`` ``(N, T, D)`` given its option labels: ``(H (T,), H_chosen (T,))``.
 
-    ``H`` is ``H(p) + Σ_c p_c max(H_c, floor)`` at steps where the options are separated (see the
-    module docstring), the direct estimate (clamped into ``[floor, ceiling]``) elsewhere.
-    ``H_chosen`` is ``Σ_c p_c max(H_c, floor)`` (equal to ``H`` when there is one option).
+    At each step the options are grouped so that options not separated from each other (see
+    :func:`pair_separation`) share a group; then ``H = Σ_G [−P_G log P_G + P_G · max(H_G, floor)]``
+    with ``P_G`` the group's share of samples and ``H_G`` the entropy of its samples (estimated on
+    them, the floor for tiny groups). One option, or no separated pair: the direct estimate of all
+    samples clamped into ``[floor, ceiling]``; all pairs separated: ``H(p) + Σ_c p_c max(H_c, floor)``.
+    ``H_chosen`` is ``Σ_c p_c max(H_c, floor)``: the expected entropy once an option is chosen.
     """
+    n = x.shape[0]
     direct = estimate_entropy(x, cfg.estimator, limits)
     k = len(options.probs)
     if k < 2:
         return direct, direct
-    chosen = _option_entropies(x, options, limits, cfg)
-    sep = separated_steps(x, options.labels, k, limits.human_std, cfg.separation_min)
-    p = options.probs[options.probs > 0]
-    mixture = np.minimum(float(-(p * np.log(p)).sum()) + chosen, limits.total_ceiling)
-    return np.where(sep, mixture, direct), chosen
+    min_n = max(5, int(np.ceil(cfg.min_cluster * n)))
+    cache: dict[frozenset, np.ndarray] = {frozenset(range(k)): direct}
+
+    def group_entropy(members: frozenset) -> np.ndarray:
+        if members not in cache:
+            rows = np.isin(options.labels, list(members))
+            cache[members] = (estimate_entropy(x[rows], cfg.estimator, limits) if rows.sum() >= min_n
+                              else np.full(x.shape[1], limits.total_floor))
+        return cache[members]
+
+    chosen = sum(float(p) * group_entropy(frozenset([c])) for c, p in enumerate(options.probs))
+    keys = _step_groups(pair_separation(x, options.labels, k, limits.human_std, cfg.separation_min))
+    h = np.empty(x.shape[1])
+    for s, key in enumerate(keys):
+        total = 0.0
+        for g in set(key):
+            members = frozenset(c for c in range(k) if key[c] == g)
+            p_g = float(options.probs[list(members)].sum())
+            if p_g > 0:
+                total += p_g * (float(group_entropy(members)[s]) - np.log(p_g))
+        h[s] = min(total, limits.total_ceiling)
+    return h, np.asarray(chosen, dtype=np.float64)
 
 
 def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
