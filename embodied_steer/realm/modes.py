@@ -242,8 +242,8 @@ def discrete_options(x: np.ndarray, cfg: AssistConfig) -> DiscreteOptions:
 def correction_directions(x: np.ndarray, dims: int) -> CorrectionDirections:
     """Top-``dims`` principal directions of the samples at every step of ``x`` ``(N, T, D)``."""
     n, _, d = x.shape
-    xc = x - x.mean(0, keepdims=True)
-    cov = np.einsum("ntd,nte->tde", xc, xc) / max(n - 1, 1)
+    xc = np.swapaxes(x - x.mean(0, keepdims=True), 0, 1)  # (T, N, D)
+    cov = (xc.transpose(0, 2, 1) @ xc) / max(n - 1, 1)  # (T, D, D)
     evals, evecs = np.linalg.eigh(cov)  # ascending
     c = min(dims, d)
     top = evecs[..., ::-1][..., :c]  # (T, D, c)
@@ -347,11 +347,11 @@ def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
     none = float(h_none.mean())
     dirs = correction_directions(x_raw, cfg.correction_dims)
     u = np.swapaxes(dirs.directions, 1, 2)  # (T, D, c)
-    xc = x - x.mean(0, keepdims=True)
-    coeff = np.einsum("ntd,tdc->ntc", xc, u)  # projections (N, T, c)
-    human = np.sqrt(np.einsum("tdc,d->tc", u**2, limits.human_std**2))  # human std along each direction
+    xc = np.swapaxes(x - x.mean(0, keepdims=True), 0, 1)  # (T, N, D)
+    coeff = xc @ u  # projections (T, N, c)
+    human = np.sqrt((u**2 * (limits.human_std**2)[None, :, None]).sum(1))  # (T, c) human std along each direction
     z = np.random.default_rng(cfg.seed).standard_normal(coeff.shape)
-    corrected = x - np.einsum("ntc,tdc->ntd", coeff - human[None] * z, u)
+    corrected = x - np.swapaxes((coeff - human[:, None] * z) @ np.swapaxes(u, 1, 2), 0, 1)
     h_corr, _ = floored_entropy(corrected, options, limits, cfg)
     expected = {Mode.NONE: none, Mode.DISCRETE: min(float(h_chosen.mean()), none),
                 Mode.CORRECTION: min(float(h_corr.mean()), none), Mode.TELEOP: floor}
