@@ -295,8 +295,8 @@ def _step_groups(sep: np.ndarray) -> list[tuple[int, ...]]:
     return keys
 
 
-def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig,
+                    with_chosen: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Entropy with a floor of ``x`` ``(N, T, D)`` given its option labels: ``(H (T,), H_chosen (T,))``.
 
     At each step the options are grouped so that options not separated from each other (see
@@ -304,26 +304,27 @@ def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimi
     with ``P_G`` the group's share of samples and ``H_G`` the entropy of its samples (estimated on
     them, the floor for tiny groups). One option, or no separated pair: the direct estimate of all
     samples clamped into ``[floor, ceiling]``; all pairs separated: ``H(p) + Σ_c p_c max(H_c, floor)``.
-    ``H_chosen`` is ``Σ_c p_c max(H_c, floor)``: the expected entropy once an option is chosen.
+    ``H_chosen`` is ``Σ_c p_c max(H_c, floor)``, the expected entropy once an option is chosen
+    (``None`` unless ``with_chosen``). Each group's entropy is estimated at most once, and only
+    when some step needs it.
     """
-    n = x.shape[0]
-    direct = estimate_entropy(x, cfg.estimator, limits)
+    n, t, _ = x.shape
     k = len(options.probs)
     if k < 2:
-        return direct, direct
+        direct = estimate_entropy(x, cfg.estimator, limits)
+        return direct, (direct if with_chosen else None)
     min_n = max(5, int(np.ceil(cfg.min_cluster * n)))
-    cache: dict[frozenset, np.ndarray] = {frozenset(range(k)): direct}
+    cache: dict[frozenset, np.ndarray] = {}
 
     def group_entropy(members: frozenset) -> np.ndarray:
         if members not in cache:
             rows = np.isin(options.labels, list(members))
             cache[members] = (estimate_entropy(x[rows], cfg.estimator, limits) if rows.sum() >= min_n
-                              else np.full(x.shape[1], limits.total_floor))
+                              else np.full(t, limits.total_floor))
         return cache[members]
 
-    chosen = sum(float(p) * group_entropy(frozenset([c])) for c, p in enumerate(options.probs))
     keys = _step_groups(pair_separation(x, options.labels, k, limits.human_std, cfg.separation_min))
-    h = np.empty(x.shape[1])
+    h = np.empty(t)
     for s, key in enumerate(keys):
         total = 0.0
         for g in set(key):
@@ -332,7 +333,11 @@ def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimi
             if p_g > 0:
                 total += p_g * (float(group_entropy(members)[s]) - np.log(p_g))
         h[s] = min(total, limits.total_ceiling)
-    return h, np.asarray(chosen, dtype=np.float64)
+    chosen = None
+    if with_chosen:
+        chosen = np.asarray(sum(float(p) * group_entropy(frozenset([c])) for c, p in enumerate(options.probs)),
+                            dtype=np.float64)
+    return h, chosen
 
 
 def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
@@ -352,7 +357,7 @@ def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
     human = np.sqrt((u**2 * (limits.human_std**2)[None, :, None]).sum(1))  # (T, c) human std along each direction
     z = np.random.default_rng(cfg.seed).standard_normal(coeff.shape)
     corrected = x - np.swapaxes((coeff - human[:, None] * z) @ np.swapaxes(u, 1, 2), 0, 1)
-    h_corr, _ = floored_entropy(corrected, options, limits, cfg)
+    h_corr, _ = floored_entropy(corrected, options, limits, cfg, with_chosen=False)
     expected = {Mode.NONE: none, Mode.DISCRETE: min(float(h_chosen.mean()), none),
                 Mode.CORRECTION: min(float(h_corr.mean()), none), Mode.TELEOP: floor}
     return h_none, expected, options, dirs
