@@ -314,28 +314,30 @@ def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimi
         direct = estimate_entropy(x, cfg.estimator, limits)
         return direct, (direct if with_chosen else None)
     min_n = max(5, int(np.ceil(cfg.min_cluster * n)))
-    cache: dict[frozenset, np.ndarray] = {}
+    onehot = np.eye(k, dtype=bool)[options.labels]  # (N, k)
+    cache: dict[tuple[int, ...], np.ndarray] = {}
 
-    def group_entropy(members: frozenset) -> np.ndarray:
+    def group_entropy(members: tuple[int, ...]) -> np.ndarray:
         if members not in cache:
-            rows = np.isin(options.labels, list(members))
+            rows = onehot[:, list(members)].any(axis=1)
             cache[members] = (estimate_entropy(x[rows], cfg.estimator, limits) if rows.sum() >= min_n
                               else np.full(t, limits.total_floor))
         return cache[members]
 
     keys = _step_groups(pair_separation(x, options.labels, k, limits.human_std, cfg.separation_min))
     h = np.empty(t)
-    for s, key in enumerate(keys):
-        total = 0.0
+    for key in set(keys):  # a few distinct groupings per chunk, each applied to all its steps at once
+        steps = np.array([s for s, other in enumerate(keys) if other == key])
+        total = np.zeros(len(steps))
         for g in set(key):
-            members = frozenset(c for c in range(k) if key[c] == g)
+            members = tuple(c for c in range(k) if key[c] == g)
             p_g = float(options.probs[list(members)].sum())
             if p_g > 0:
-                total += p_g * (float(group_entropy(members)[s]) - np.log(p_g))
-        h[s] = min(total, limits.total_ceiling)
+                total += p_g * (group_entropy(members)[steps] - np.log(p_g))
+        h[steps] = np.minimum(total, limits.total_ceiling)
     chosen = None
     if with_chosen:
-        chosen = np.asarray(sum(float(p) * group_entropy(frozenset([c])) for c, p in enumerate(options.probs)),
+        chosen = np.asarray(sum(float(p) * group_entropy((c,)) for c, p in enumerate(options.probs)),
                             dtype=np.float64)
     return h, chosen
 
