@@ -12,6 +12,7 @@ Parts (``--parts`` to choose):
 ``latency``    time of one full assistance estimate (:func:`assess`: all four modes) for N=50,
                horizon 12, 7 action dims, per estimator; policy sampling time of the shipped
                checkpoints (``generate(50)``) separately.
+``fork``       the shipped nav policy's samples around the fork (share turning up / down per x).
 ``confusion``  recommended vs ground-truth assistance type on ``nav_ambiguity`` with the shipped
                ``checkpoints/nav_diffusion``: the monitor is queried at every step of held-out
                episodes (seeds 1000..) driven by the scripted demonstrator (``expert`` driver: the
@@ -209,6 +210,30 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
             "mistakes_raw": mistakes}
 
 
+def bench_fork_probe(samples: int, checkpoint: Path) -> list[dict]:
+    """What the policy does around the fork: at x = 0.80 … 1.00 m on the centre line (history: one
+    approach-speed step before), ``samples`` chunks; share turning (``|vy| > 0.6``) per chunk step,
+    and up / down / straight at the chunk's third step (``vy > 0.5``, ``< −0.5``, else)."""
+    from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
+    from embodied_steer.core.types import Observation
+    from embodied_steer.sim.nav_env import NavAmbiguityEnv
+
+    env = NavAmbiguityEnv()
+    policy = LeRobotDiffusionPolicy.from_pretrained(checkpoint, seed=0, action_low=[-1, -1], action_high=[1, 1])
+    L = env.layout
+    rows = []
+    for x in np.round(np.arange(0.80, 1.001, 0.025), 3):
+        policy.reset()
+        for xi in (x - L.step_size * L.approach_speed, x):
+            env.pos = np.array([xi, 0.0])
+            o = env._obs()
+            policy.observe(Observation(state=o["state"], env_state=o["env_state"]))
+        vy = policy.generate(samples).actions[:, :, 1]
+        rows.append({"x": float(x), "turning_per_step": np.round((np.abs(vy) > 0.6).mean(0), 2).tolist(),
+                     "up": float(np.mean(vy[:, 2] > 0.5)), "down": float(np.mean(vy[:, 2] < -0.5))})
+    return rows
+
+
 def oracle_samples(state: np.ndarray, n: int, horizon: int, seed: int) -> np.ndarray:
     """``(n, horizon, 2)`` chunks of the demonstrator itself rolled out from ``state`` (the true
     demonstration distribution; separates estimator errors from the learned policy's errors)."""
@@ -270,6 +295,11 @@ def main() -> None:
     if "latency" in parts:
         result["latency"] = bench_latency(args.calls, rng)
         print(json.dumps(result["latency"], indent=1))
+    if "fork" in parts:
+        result["fork"] = bench_fork_probe(100, ROOT / "checkpoints" / "nav_diffusion")
+        print("| x (m) | share with abs(vy) > 0.6 at chunk steps 0..5 | up | down |\n|---:|---|---:|---:|")
+        for r in result["fork"]:
+            print(f"| {r['x']:.3f} | {' '.join(f'{v:.2f}' for v in r['turning_per_step'])} | {r['up']:.2f} | {r['down']:.2f} |")
     if "confusion" in parts:
         result["confusion"] = []
         for driver in args.drivers.split(","):
