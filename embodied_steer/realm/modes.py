@@ -280,8 +280,9 @@ def pair_separation(x: np.ndarray, labels: np.ndarray, k: int, human_std: np.nda
 
 
 def _step_groups(sep: np.ndarray) -> list[tuple[int, ...]]:
-    """Per step, the partition of options into groups that are not separated from each other
-    (connected components of "not separated"), as a sorted tuple of group ids per option."""
+    """Per step, the partition of the ``k`` options of ``sep`` ``(k, k, T)`` into groups of options
+    not separated from each other (connected components of "not separated"): one tuple per step
+    giving each option's group id (the lowest option index in its group)."""
     k, _, t = sep.shape
     keys = []
     for s in range(t):  # steps, not samples: T <= chunk length
