@@ -12,6 +12,7 @@ Parts (``--parts`` to choose):
 ``latency``    time of one full assistance estimate (:func:`assess`: all four modes) for N=50,
                horizon 12, 7 action dims, per estimator; policy sampling time of the shipped
                checkpoints (``generate(50)``) separately.
+``fork``       the shipped nav policy's samples around the fork (share turning up / down per x).
 ``confusion``  recommended vs ground-truth assistance type on ``nav_ambiguity`` with the shipped
                ``checkpoints/nav_diffusion``: the monitor is queried at every step of held-out
                episodes (seeds 1000..) driven by the scripted demonstrator (``expert`` driver: the
@@ -46,6 +47,8 @@ from embodied_steer.realm.entropy import (  # noqa: E402
 from embodied_steer.realm.modes import AssistConfig, Mode, Recommender, assess  # noqa: E402
 
 ESTIMATORS = ("spacing", "knn", "gaussian")
+FORK_DECIDED = 0.03
+"""|y| (m) beyond which a state in the obstacle region is on one branch (ground_truth's fork label uses the same)."""
 LABELS = [m.value for m in Mode]
 
 
@@ -85,15 +88,18 @@ def bench_latency(calls: int, rng: np.random.Generator) -> dict:
             x = make()
             for _ in range(5):
                 assess(x, lim, cfg)
-            times = []
+            times, cpu = [], []
             for _ in range(calls):
                 x = make()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 assess(x, lim, cfg)
                 times.append(time.perf_counter() - t0)
-            t = 1e3 * np.array(times)
+                cpu.append(time.process_time() - c0)
+            t, c = 1e3 * np.array(times), 1e3 * np.array(cpu)
+            # wall time suffers from other jobs on a shared machine; this process's CPU time much less
             out["estimate"].append({"samples": kind, "estimator": est, "median_ms": float(np.median(t)),
-                                    "p90_ms": float(np.percentile(t, 90))})
+                                    "p90_ms": float(np.percentile(t, 90)), "cpu_median_ms": float(np.median(c)),
+                                    "cpu_p90_ms": float(np.percentile(c, 90))})
     from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
     from embodied_steer.core.types import Observation
 
@@ -121,7 +127,8 @@ def bench_latency(calls: int, rng: np.random.Generator) -> dict:
 
 
 def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fig_dir: Path | None,
-                    stride: int = 1, human_std: float = 0.05, convolve: bool = False) -> dict:
+                    stride: int = 1, human_std: float = 0.05, convolve: bool = False, seed0: int = 1000,
+                    separation_min: float = 4.0) -> dict:
     from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
     from embodied_steer.realm.monitor import MonitorRecord, plot_assistance
     from embodied_steer.sim.base import to_observation
@@ -132,14 +139,15 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
                                                     action_low=[-1, -1], action_high=[1, 1])
     expert = NavDemonstrator(seed=12345)
     lim = EntropyLimits.from_noise(human_std, 2, ActionBounds.symmetric(2))
-    cfg = AssistConfig(estimator=estimator, human_std=human_std, convolve=convolve)
+    cfg = AssistConfig(estimator=estimator, human_std=human_std, convolve=convolve, separation_min=separation_min)
     raw = np.zeros((4, 4), int)
     smooth = np.zeros((4, 4), int)
     excluded = 0
     successes = 0
+    mistakes: list[dict] = []
     est_ms, smp_ms = [], []
     for ep in range(episodes):
-        obs_d, info = env.reset(seed=1000 + ep)
+        obs_d, info = env.reset(seed=seed0 + ep)
         policy.reset()
         expert.reset()
         rec = Recommender()
@@ -167,6 +175,11 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
                 excluded += 1
             else:
                 raw[LABELS.index(truth), LABELS.index(a.best.value)] += 1
+                if a.best.value != truth:
+                    mistakes.append({"episode": ep, "t": t, "x": round(float(obs_d["state"][0]), 3),
+                                     "y": round(float(obs_d["state"][1]), 3), "truth": truth, "best": a.best.value,
+                                     "expected": {m.value: round(v, 3) for m, v in a.expected.items()},
+                                     "num_options": int(len(a.options.probs))})
                 smooth[LABELS.index(truth), LABELS.index(mode.value)] += 1
             if ep == 0 and fig_dir is not None:
                 records.append(MonitorRecord(ep, t, obs.timestamp, float(a.entropy.mean()), [],
@@ -185,14 +198,40 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
         successes += bool(info["is_success"])
         if records:
             plot_assistance(records, fig_dir / f"realm_nav_{driver}_episode0.png", x=xs, xlabel="robot x (m)",
-                            title=f"nav_ambiguity, {driver}-driven episode (seed 1000), {estimator}, human_std={human_std}")
+                            title=f"nav_ambiguity, {driver}-driven episode (seed {seed0}), {estimator}, human_std={human_std}")
     def per_class(m):
         return {LABELS[i]: (float(m[i, i] / m[i].sum()) if m[i].sum() else None) for i in range(4)}
-    return {"driver": driver, "estimator": estimator, "human_std": human_std, "convolve": convolve, "episodes": episodes, "samples": samples, "stride": stride,
+    return {"driver": driver, "estimator": estimator, "human_std": human_std, "convolve": convolve,
+            "separation_min": separation_min, "seed0": seed0, "episodes": episodes, "samples": samples, "stride": stride,
             "success_rate": successes / episodes, "excluded_transition_steps": excluded,
             "confusion_raw": raw.tolist(), "confusion_hysteresis": smooth.tolist(),
             "per_class_raw": per_class(raw), "per_class_hysteresis": per_class(smooth),
-            "estimate_ms_median": float(np.median(est_ms)), "sample_ms_median": float(np.median(smp_ms))}
+            "estimate_ms_median": float(np.median(est_ms)), "sample_ms_median": float(np.median(smp_ms)),
+            "mistakes_raw": mistakes}
+
+
+def bench_fork_probe(samples: int, checkpoint: Path) -> list[dict]:
+    """What the policy does around the fork: at x = 0.80 … 1.00 m on the centre line (history: one
+    approach-speed step before), ``samples`` chunks; share turning (``|vy| > 0.6``) per chunk step,
+    and up / down / straight at the chunk's third step (``vy > 0.5``, ``< −0.5``, else)."""
+    from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
+    from embodied_steer.core.types import Observation
+    from embodied_steer.sim.nav_env import NavAmbiguityEnv
+
+    env = NavAmbiguityEnv()
+    policy = LeRobotDiffusionPolicy.from_pretrained(checkpoint, seed=0, action_low=[-1, -1], action_high=[1, 1])
+    L = env.layout
+    rows = []
+    for x in np.round(np.arange(0.80, 1.001, 0.025), 3):
+        policy.reset()
+        for xi in (x - L.step_size * L.approach_speed, x):
+            env.pos = np.array([xi, 0.0])
+            o = env._obs()
+            policy.observe(Observation(state=o["state"], env_state=o["env_state"]))
+        vy = policy.generate(samples).actions[:, :, 1]
+        rows.append({"x": float(x), "turning_per_step": np.round((np.abs(vy) > 0.6).mean(0), 2).tolist(),
+                     "up": float(np.mean(vy[:, 2] > 0.5)), "down": float(np.mean(vy[:, 2] < -0.5))})
+    return rows
 
 
 def oracle_samples(state: np.ndarray, n: int, horizon: int, seed: int) -> np.ndarray:
@@ -201,9 +240,13 @@ def oracle_samples(state: np.ndarray, n: int, horizon: int, seed: int) -> np.nda
     from embodied_steer.sim.nav_env import NavDemonstrator
 
     out = np.zeros((n, horizon, 2), np.float32)
+    pos0 = np.asarray(state, np.float64)
     for i in range(n):  # benchmark-side sampler only; the estimators are vectorised
         demo = NavDemonstrator(seed=seed * 1000 + i)
-        pos = np.asarray(state, np.float64).copy()
+        if demo.layout.region(pos0[0]) == "obstacle" and abs(pos0[1]) >= FORK_DECIDED:
+            # past the decision point the demonstrations that reach this state all took this branch
+            demo.branch = float(np.sign(pos0[1]))
+        pos = pos0.copy()
         for t in range(horizon):
             out[i, t] = demo.action(pos)
             pos = pos + demo.layout.step_size * out[i, t]
@@ -233,6 +276,9 @@ def main() -> None:
                     help="human input noise (floor); 0.2 was chosen on seeds 2000-2003, evaluation uses 1000+")
     ap.add_argument("--figures", default=str(ROOT / "benchmarks" / "figures"))
     ap.add_argument("--convolve", action="store_true", help="AssistConfig.convolve (experimental)")
+    ap.add_argument("--seed0", type=int, default=1000,
+                    help="first episode seed (evaluation: 1000; settings were chosen on 2000..)")
+    ap.add_argument("--separation-min", type=float, default=4.0, help="AssistConfig.separation_min")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -249,11 +295,16 @@ def main() -> None:
     if "latency" in parts:
         result["latency"] = bench_latency(args.calls, rng)
         print(json.dumps(result["latency"], indent=1))
+    if "fork" in parts:
+        result["fork"] = bench_fork_probe(100, ROOT / "checkpoints" / "nav_diffusion")
+        print("| x (m) | share with abs(vy) > 0.6 at chunk steps 0..5 | up | down |\n|---:|---|---:|---:|")
+        for r in result["fork"]:
+            print(f"| {r['x']:.3f} | {' '.join(f'{v:.2f}' for v in r['turning_per_step'])} | {r['up']:.2f} | {r['down']:.2f} |")
     if "confusion" in parts:
         result["confusion"] = []
         for driver in args.drivers.split(","):
             r = bench_confusion(args.episodes, args.samples, driver, args.estimator, fig_dir, args.stride,
-                                args.human_std, args.convolve)
+                                args.human_std, args.convolve, args.seed0, args.separation_min)
             result["confusion"].append(r)
             print(f"\n{driver}-driven, estimator {args.estimator}, human_std {args.human_std}: success {r['success_rate']:.2f}, "
                   f"excluded {r['excluded_transition_steps']}, estimate {r['estimate_ms_median']:.2f} ms, "

@@ -121,3 +121,19 @@ def test_nav_env_and_demonstrator_ground_truth():
     assert ground_truth(np.array([2.1, 0.0])) == "correction"
     assert ground_truth(np.array([3.15, 0.0])) == "teleop"
     assert ground_truth(np.array([1.9, 0.0])) == "transition"
+
+
+def test_nav_range_sensor():
+    """The forward range sensor (env_state[2]) reads the distance to the obstacle disc along +x."""
+    from embodied_steer.sim.nav_env import NavAmbiguityEnv, NavLayout
+
+    L = NavLayout()
+    assert L.range_reading(0.1, 0.0) == pytest.approx(L.sensor_range)  # out of range
+    assert L.range_reading(L.fork_x - 0.1, 0.0) == pytest.approx(0.1)  # disc front at fork_x
+    assert L.range_reading(L.fork_x - 0.1, 0.2) == pytest.approx(L.fork_x + L.obstacle_r - np.sqrt(0.25**2 - 0.04) - (L.fork_x - 0.1))
+    assert L.range_reading(L.fork_x + 0.05, 0.0) == 0.0  # touching / inside
+    assert L.range_reading(L.fork_x - 0.1, 0.3) == pytest.approx(L.sensor_range)  # the ray misses
+    assert L.range_reading(L.fork_x + L.obstacle_r + 0.01, 0.0) == pytest.approx(L.sensor_range)  # past it
+    env = NavAmbiguityEnv()
+    obs, _ = env.reset(seed=0)
+    assert obs["env_state"].shape == (3,) and env.observation_space["env_state"].contains(obs["env_state"])

@@ -143,12 +143,16 @@ def knn_entropy(samples: np.ndarray, limits: EntropyLimits | None = None, k: int
     """
     x = as_chunks(samples, min_samples=k + 1)
     n, _, d = x.shape
-    xt = np.swapaxes(x, 0, 1)  # (T, N, D)
-    sq = np.sum(xt**2, axis=-1)
-    dist2 = sq[:, :, None] + sq[:, None, :] - 2.0 * np.einsum("tnd,tmd->tnm", xt, xt)
-    idx = np.arange(n)
-    dist2[:, idx, idx] = np.inf
-    kth = np.partition(dist2, k - 1, axis=-1)[..., k - 1]  # (T, N)
+    xt = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (T, N, D)
+    xt = xt - xt.mean(axis=1, keepdims=True)  # centring keeps the Gram trick accurate far from 0
+    sq = np.sum(xt * xt, axis=-1)
+    # one batched matmul (BLAS) for all steps; einsum here was ~8x slower at N = 50
+    dist2 = xt @ xt.transpose(0, 2, 1)  # (T, N, N), then in place: |a|² + |b|² − 2 a·b
+    dist2 *= -2.0
+    dist2 += sq[:, :, None]
+    dist2 += sq[:, None, :]
+    dist2.reshape(dist2.shape[0], -1)[:, :: n + 1] = np.inf  # the diagonal (a sample is not its neighbour)
+    kth = np.partition(dist2, k - 1, axis=-1)[..., k - 1]  # (T, N): k-th smallest only, no full sort
     log_eps = 0.5 * np.log(np.maximum(kth, _TINY**2))
     log_vd = (d / 2) * np.log(np.pi) - gammaln(d / 2 + 1)
     h = digamma(n) - digamma(k) + log_vd + d * log_eps.mean(axis=-1)
@@ -163,8 +167,8 @@ def gaussian_entropy(samples: np.ndarray, limits: EntropyLimits | None = None) -
     """
     x = as_chunks(samples, min_samples=2)
     n, _, d = x.shape
-    xc = x - x.mean(axis=0, keepdims=True)
-    cov = np.einsum("ntd,nte->tde", xc, xc) / (n - 1)
+    xc = np.swapaxes(x - x.mean(axis=0, keepdims=True), 0, 1)  # (T, N, D)
+    cov = (xc.transpose(0, 2, 1) @ xc) / (n - 1)  # (T, D, D)
     sign, logdet = np.linalg.slogdet(cov)
     logdet = np.where(sign > 0, logdet, -np.inf)
     h = 0.5 * (d * np.log(2 * np.pi * np.e) + logdet)

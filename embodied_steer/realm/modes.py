@@ -8,9 +8,25 @@ per time step, averaged over the ``T`` steps of the chunk) of each mode ``m``:
 ``discrete``    the sampled trajectories are clustered into ``k`` options (k-means on the flattened
                 chunks, ``k`` chosen by silhouette; ``k = 1`` when no clear clusters exist); the
                 human picks option ``c`` with probability ``p_c`` (its share of samples):
-                ``Σ_c p_c · H(cluster c)``; clusters smaller than ``min_cluster`` get the floor.
+                ``Σ_c p_c · max(H(cluster c), floor)``; clusters smaller than ``min_cluster`` get
+                the floor.
 ``correction``  at each step the top-``correction_dims`` principal directions of the samples are
                 replaced by the human's noise along them and the entropy is estimated again.
+
+Entropy with a floor, for samples that form distinct options. Every entropy is at least the floor
+(a human cannot resolve finer than their own input noise). Clamping the entropy of the whole
+sample set at the floor would hide two tight options far apart — their differential entropy can
+be far *below* the floor although a human must still choose between them. So where the options
+found for ``discrete`` are well separated at a step (every pair's means at least
+``separation_min`` standard deviations apart along the line joining them, the std being the
+larger of the human noise and either option's own spread there), the entropy at that step is
+that of a mixture of non-overlapping components, each clamped at the floor:
+``H = H(p) + Σ_c p_c · max(H_c, floor)`` with ``H(p) = −Σ p_c log p_c``. Options that are not
+separated from each other at a step are merged into one component there (its entropy estimated
+on their samples together); with one option, or none separated, this is the entropy of all
+samples estimated directly.
+The same rule gives the entropy after a correction (on the corrected samples, same option labels,
+separation re-checked — a correction along the axis that separates the options merges them).
 
 Normalised likelihood and value: ``L(m) = exp(−(E[H_m] − H_floor) / τ)`` ∈ (0, 1] — 1 when the
 mode leaves only human-level uncertainty — with the temperature ``τ`` (nats) by default the mean
@@ -54,6 +70,11 @@ class AssistConfig:
         silhouette_min: smallest mean silhouette for clusters to count as distinct options.
         min_cluster: fraction of ``N`` below which a cluster is "tiny" and gets the floor.
         correction_dims: principal directions the human corrects per step.
+        separation_min: options count as separated at a step when their means are at least this many
+            stds apart (std: the larger of the human noise and the options' own spread along the
+            line joining them); there the entropy is that of a mixture of separated components.
+            At 4 stds the mixture entropy of two equal Gaussians is within 0.06 nats of
+            ``log 2 + H_c``, the value the separated-mixture rule assumes.
         seed: seed of k-means initialisation and of the simulated human correction noise.
         convolve: estimate the entropy of the samples plus human input noise (seeded) instead of
             only clamping at the floor; then two tight modes far apart count as ``log 2`` above
@@ -69,6 +90,7 @@ class AssistConfig:
     silhouette_min: float = 0.6
     min_cluster: float = 0.1
     correction_dims: int = 1
+    separation_min: float = 4.0
     seed: int = 0
     convolve: bool = False
 
@@ -79,6 +101,12 @@ class AssistConfig:
             raise ValueError(f"alpha needs a value for every mode; missing {sorted(m.value for m in missing)}")
         if any(not 0 < v <= 1 for v in self.alpha.values()):
             raise ValueError(f"alpha values must be in (0, 1], got {self.alpha}")
+        if not self.separation_min > 0:
+            raise ValueError(f"separation_min must be > 0, got {self.separation_min}")
+        if not 0 <= self.min_cluster < 1:
+            raise ValueError(f"min_cluster must be in [0, 1), got {self.min_cluster}")
+        if self.correction_dims < 1:
+            raise ValueError(f"correction_dims must be >= 1, got {self.correction_dims}")
 
 
 @dataclass
@@ -214,8 +242,8 @@ def discrete_options(x: np.ndarray, cfg: AssistConfig) -> DiscreteOptions:
 def correction_directions(x: np.ndarray, dims: int) -> CorrectionDirections:
     """Top-``dims`` principal directions of the samples at every step of ``x`` ``(N, T, D)``."""
     n, _, d = x.shape
-    xc = x - x.mean(0, keepdims=True)
-    cov = np.einsum("ntd,nte->tde", xc, xc) / max(n - 1, 1)
+    xc = np.swapaxes(x - x.mean(0, keepdims=True), 0, 1)  # (T, N, D)
+    cov = (xc.transpose(0, 2, 1) @ xc) / max(n - 1, 1)  # (T, D, D)
     evals, evecs = np.linalg.eigh(cov)  # ascending
     c = min(dims, d)
     top = evecs[..., ::-1][..., :c]  # (T, D, c)
@@ -224,35 +252,117 @@ def correction_directions(x: np.ndarray, dims: int) -> CorrectionDirections:
 
 
 # ------------------------------------------------------------------------------------ the estimate
+def pair_separation(x: np.ndarray, labels: np.ndarray, k: int, human_std: np.ndarray, separation_min: float
+                    ) -> np.ndarray:
+    """Which pairs of the ``k`` options labelled in ``x`` ``(N, T, D)`` are separated at each step:
+    ``(k, k, T)`` bool, symmetric, ``True`` on the diagonal.
+
+    Options ``i, j`` are separated at step ``t`` when ``|μ_i − μ_j| ≥ separation_min · s``, ``s`` the
+    largest of the human noise std and the two options' own stds along ``μ_i − μ_j`` (action units).
+    """
+    _, t, _ = x.shape
+    onehot = np.eye(k)[labels]  # (N, k)
+    counts = np.maximum(onehot.sum(0), 1.0)
+    means = np.einsum("nk,ntd->ktd", onehot, x) / counts[:, None, None]  # (k, T, D)
+    resid = x - means[labels]  # (N, T, D)
+    sep = np.ones((k, k, t), dtype=bool)
+    for i in range(k):  # k <= k_max options: a handful of pairs
+        for j in range(i + 1, k):
+            delta = means[i] - means[j]  # (T, D)
+            dist = np.linalg.norm(delta, axis=-1)
+            u = delta / np.maximum(dist, 1e-12)[:, None]
+            var = (u**2 * human_std**2).sum(-1)  # human noise variance along the joining line
+            proj2 = np.einsum("ntd,td->nt", resid, u) ** 2  # (N, T)
+            for c in (i, j):
+                var = np.maximum(var, (onehot[:, c] @ proj2) / counts[c])
+            sep[i, j] = sep[j, i] = dist >= separation_min * np.sqrt(var)
+    return sep
+
+
+def _step_groups(sep: np.ndarray) -> list[tuple[int, ...]]:
+    """Per step, the partition of the ``k`` options of ``sep`` ``(k, k, T)`` into groups of options
+    not separated from each other (connected components of "not separated"): one tuple per step
+    giving each option's group id (the lowest option index in its group)."""
+    k, _, t = sep.shape
+    keys = []
+    for s in range(t):  # steps, not samples: T <= chunk length
+        group = list(range(k))
+        for i in range(k):
+            for j in range(i + 1, k):
+                if not sep[i, j, s]:
+                    old, new = group[j], group[i]
+                    group = [new if g == old else g for g in group]
+        keys.append(tuple(group))
+    return keys
+
+
+def floored_entropy(x: np.ndarray, options: DiscreteOptions, limits: EntropyLimits, cfg: AssistConfig,
+                    with_chosen: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Entropy with a floor of ``x`` ``(N, T, D)`` given its option labels: ``(H (T,), H_chosen (T,))``.
+
+    At each step the options are grouped so that options not separated from each other (see
+    :func:`pair_separation`) share a group; then ``H = Σ_G [−P_G log P_G + P_G · max(H_G, floor)]``
+    with ``P_G`` the group's share of samples and ``H_G`` the entropy of its samples (estimated on
+    them, the floor for tiny groups). One option, or no separated pair: the direct estimate of all
+    samples clamped into ``[floor, ceiling]``; all pairs separated: ``H(p) + Σ_c p_c max(H_c, floor)``.
+    ``H_chosen`` is ``Σ_c p_c max(H_c, floor)``, the expected entropy once an option is chosen
+    (``None`` unless ``with_chosen``). Each group's entropy is estimated at most once, and only
+    when some step needs it.
+    """
+    n, t, _ = x.shape
+    k = len(options.probs)
+    if k < 2:
+        direct = estimate_entropy(x, cfg.estimator, limits)
+        return direct, (direct if with_chosen else None)
+    min_n = max(5, int(np.ceil(cfg.min_cluster * n)))
+    onehot = np.eye(k, dtype=bool)[options.labels]  # (N, k)
+    cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def group_entropy(members: tuple[int, ...]) -> np.ndarray:
+        if members not in cache:
+            rows = onehot[:, list(members)].any(axis=1)
+            cache[members] = (estimate_entropy(x[rows], cfg.estimator, limits) if rows.sum() >= min_n
+                              else np.full(t, limits.total_floor))
+        return cache[members]
+
+    keys = _step_groups(pair_separation(x, options.labels, k, limits.human_std, cfg.separation_min))
+    h = np.empty(t)
+    for key in set(keys):  # a few distinct groupings per chunk, each applied to all its steps at once
+        steps = np.array([s for s, other in enumerate(keys) if other == key])
+        total = np.zeros(len(steps))
+        for g in set(key):
+            members = tuple(c for c in range(k) if key[c] == g)
+            p_g = float(options.probs[list(members)].sum())
+            if p_g > 0:
+                total += p_g * (group_entropy(members)[steps] - np.log(p_g))
+        h[steps] = np.minimum(total, limits.total_ceiling)
+    chosen = None
+    if with_chosen:
+        chosen = np.asarray(sum(float(p) * group_entropy((c,)) for c, p in enumerate(options.probs)),
+                            dtype=np.float64)
+    return h, chosen
+
+
 def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
                        ) -> tuple[np.ndarray, dict[Mode, float], DiscreteOptions, CorrectionDirections]:
     """Per-step forecast entropy ``(T,)`` and each mode's expected entropy (nats per step)."""
-    est = cfg.estimator
     x_raw = x
     if cfg.convolve:  # what the human can resolve: the samples blurred by the human's own noise
         x = x + limits.human_std * np.random.default_rng(cfg.seed + 1).standard_normal(x.shape)
-    h_none = estimate_entropy(x, est, limits)
     floor = limits.total_floor
     options = discrete_options(x_raw, cfg)
-    min_n = max(5, int(np.ceil(cfg.min_cluster * x.shape[0])))
-    if len(options.probs) == 1:
-        h_disc = float(h_none.mean())
-    else:
-        h_disc = 0.0
-        for c, p in enumerate(options.probs):  # k <= k_max clusters, not samples
-            members = x[options.labels == c]
-            h_c = float(estimate_entropy(members, est, limits).mean()) if len(members) >= min_n else floor
-            h_disc += float(p) * h_c
+    h_none, h_chosen = floored_entropy(x, options, limits, cfg)
+    none = float(h_none.mean())
     dirs = correction_directions(x_raw, cfg.correction_dims)
     u = np.swapaxes(dirs.directions, 1, 2)  # (T, D, c)
-    xc = x - x.mean(0, keepdims=True)
-    coeff = np.einsum("ntd,tdc->ntc", xc, u)  # projections (N, T, c)
-    human = np.sqrt(np.einsum("tdc,d->tc", u**2, limits.human_std**2))  # human std along each direction
+    xc = np.swapaxes(x - x.mean(0, keepdims=True), 0, 1)  # (T, N, D)
+    coeff = xc @ u  # projections (T, N, c)
+    human = np.sqrt((u**2 * (limits.human_std**2)[None, :, None]).sum(1))  # (T, c) human std along each direction
     z = np.random.default_rng(cfg.seed).standard_normal(coeff.shape)
-    corrected = x - np.einsum("ntc,tdc->ntd", coeff - human[None] * z, u)
-    h_corr = float(estimate_entropy(corrected, est, limits).mean())
-    expected = {Mode.NONE: float(h_none.mean()), Mode.DISCRETE: min(h_disc, float(h_none.mean())),
-                Mode.CORRECTION: min(h_corr, float(h_none.mean())), Mode.TELEOP: floor}
+    corrected = x - np.swapaxes((coeff - human[:, None] * z) @ np.swapaxes(u, 1, 2), 0, 1)
+    h_corr, _ = floored_entropy(corrected, options, limits, cfg, with_chosen=False)
+    expected = {Mode.NONE: none, Mode.DISCRETE: min(float(h_chosen.mean()), none),
+                Mode.CORRECTION: min(float(h_corr.mean()), none), Mode.TELEOP: floor}
     return h_none, expected, options, dirs
 
 

@@ -20,7 +20,9 @@ The fork is a decision *point*: once the robot has left y ≈ 0 its branch is vi
 hold, and returns ``"transition"`` where a forecast straddles two regions (excluded from scoring).
 
 Observation format (:mod:`embodied_steer.sim.base`): ``state`` = position ``(x, y)`` (metres),
-``env_state`` = offset to the goal ``(goal_x - x, -y)`` (metres). Pure NumPy, ~µs per step.
+``env_state`` = offset to the goal ``(goal_x - x, -y)`` and the reading of a forward range sensor
+(distance along +x to the obstacle's surface, ``sensor_range`` when nothing is in range), all in
+metres. Pure NumPy, ~µs per step.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class NavLayout:
         step_size: metres moved per step at ``|action| = 1``.
         approach: metres before the fork where the demonstrator slows to ``approach_speed``
             (more demonstrations near the decision point).
+        sensor_range: reach of the forward range sensor (metres).
     """
 
     goal_x: float = 4.0
@@ -64,6 +67,17 @@ class NavLayout:
     step_size: float = 0.05
     approach: float = 0.3
     approach_speed: float = 0.35
+    sensor_range: float = 0.3
+
+    def range_reading(self, x: float, y: float) -> float:
+        """Forward range sensor at ``(x, y)``: distance along +x to the obstacle disc (centre
+        ``(fork_x + obstacle_r, 0)``), clipped to ``[0, sensor_range]``; ``sensor_range`` when the
+        ray misses the disc or the robot is past its centre (metres)."""
+        cx, r = self.fork_x + self.obstacle_r, self.obstacle_r
+        if abs(y) >= r or x > cx:
+            return self.sensor_range
+        hit = cx - np.sqrt(r * r - y * y)
+        return float(np.clip(hit - x, 0.0, self.sensor_range))
 
     def region(self, x: float) -> str:
         """Region kind at position ``x``: ``corridor``, ``obstacle``, ``spread`` or ``chaos``."""
@@ -122,8 +136,8 @@ class NavAmbiguityEnv(gym.Env):
         self.instruction = "drive to the goal line"
         self.state_names = ("x", "y")
         self.render_settings = RenderSettings(cameras=())
-        box = gym.spaces.Box(-10.0, 10.0, (2,), np.float32)
-        self.observation_space = gym.spaces.Dict({"state": box, "env_state": box})
+        self.observation_space = gym.spaces.Dict({"state": gym.spaces.Box(-10.0, 10.0, (2,), np.float32),
+                                                  "env_state": gym.spaces.Box(-10.0, 10.0, (3,), np.float32)})
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.spec_info = EnvSpec(
             name=name, max_episode_steps=self.horizon, action_bounds=ActionBounds.symmetric(2),
@@ -134,7 +148,8 @@ class NavAmbiguityEnv(gym.Env):
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {"state": self.pos.astype(np.float32),
-                "env_state": np.array([self.layout.goal_x - self.pos[0], -self.pos[1]], np.float32)}
+                "env_state": np.array([self.layout.goal_x - self.pos[0], -self.pos[1],
+                                       self.layout.range_reading(*self.pos)], np.float32)}
 
     def _info(self) -> dict[str, Any]:
         return {"is_success": bool(self.pos[0] >= self.layout.goal_x), "instruction": self.instruction,
@@ -169,7 +184,7 @@ class NavDemonstrator(SteerablePolicy):
 
     def __init__(self, noise_std: float = 0.03, seed: int | None = 0, layout: NavLayout | None = None) -> None:
         super().__init__(PolicyInfo(name="nav_demonstrator", chunk_size=1, execute_steps=1,
-                                    action_bounds=ActionBounds.symmetric(2), state_dim=2, env_state_dim=2))
+                                    action_bounds=ActionBounds.symmetric(2), state_dim=2, env_state_dim=3))
         self.layout = layout or NavLayout()
         self.noise_std = noise_std
         self.rng = np.random.default_rng(seed)
