@@ -37,8 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from embodied_steer.eval.stats import wilson_interval  # noqa: E402
 
-POLICY_FOR_ENV = {"lift_ood": "lift_diffusion", "lift": "lift_diffusion",
+POLICY_FOR_ENV = {"lift_ood": "lift_diffusion", "lift": "lift_diffusion", "lift_obstacle": "lift_diffusion",
                   "pickplace_can_ood": "can_diffusion", "pickplace_can": "can_diffusion"}
+#: the plain Lift program (no obstacle term), for the ablation on lift_obstacle.
+LIFT_PROGRAM = REPO / "embodied_steer" / "vls" / "programs" / "lift.py"
 
 #: name → (guide config group option or None for the base policy, overrides).
 CONFIGS: dict[str, tuple[str | None, dict[str, Any]]] = {
@@ -52,6 +54,8 @@ CONFIGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "div_k4": ("grad", {"num_particles": 4, "diversity": 0.5}),
     "fk_k4": ("vls", {"num_particles": 4}),
     "fk_k16": ("vls", {"num_particles": 16}),
+    # lift_obstacle ablation: gradient guidance with the plain Lift program, blind to the obstacle.
+    "grad_k8_noavoid": ("grad", {"num_particles": 8, "program": str(LIFT_PROGRAM)}),
 }
 DEFAULT_CONFIGS = "base,grad_k8,fk_k8,grad_k1,grad_k4,div_k8,grad_k16"
 
@@ -163,24 +167,30 @@ def report(args: argparse.Namespace) -> str:
         chunks = sum((r.get("info") or {}).get("chunks", 0) for r in recs)
         infer = sum(r["inference_seconds"] for r in recs)
         fallbacks = sum((r.get("info") or {}).get("fallbacks", 0) for r in recs)
+        collisions = None
+        if any("obstacle_collision" in (r.get("info") or {}) for r in recs):
+            collisions = sum(bool((r.get("info") or {}).get("obstacle_collision")) for r in recs)
         ms = 1000 * infer / chunks if chunks else float("nan")
         if config == "base":
             base_ms = ms
         lo, hi = wilson_interval(wins, n)
-        rows.append((config, n, wins, lo, hi, ms, fallbacks))
+        rows.append((config, n, wins, lo, hi, ms, fallbacks, collisions))
     base_rate = next((w / n for c, n, w, *_ in rows if c == "base"), None)
+    obstacle = any(r[-1] is not None for r in rows)
     lines = ["| config | K | episodes | successes | success rate | 95% CI (Wilson) | vs base (points) | "
-             "ms/chunk (episodes) | ratio (episodes) | ratio (interleaved) | fallbacks |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for config, n, wins, lo, hi, ms, fallbacks in rows:
+             "ms/chunk (episodes) | ratio (episodes) | ratio (interleaved) | fallbacks |"
+             + (" obstacle collisions (episodes) |" if obstacle else ""),
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|" + ("---:|" if obstacle else "")]
+    for config, n, wins, lo, hi, ms, fallbacks, collisions in rows:
         k = CONFIGS[config][1].get("num_particles", 1)
         delta = "" if base_rate is None or config == "base" else f"{100 * (wins / n - base_rate):+.0f}"
         ratio = "" if base_ms is None else f"{ms / base_ms:.2f}"
         inter = ""
         if config in timing and "base" in timing:
             inter = f"{timing[config] / timing['base']:.2f}"
+        hit = f" {collisions}/{n} ({collisions / n:.2f}) |" if collisions is not None else (" |" if obstacle else "")
         lines.append(f"| {config} | {k} | {n} | {wins} | {wins / n:.2f} | {lo:.2f}–{hi:.2f} | {delta} | "
-                     f"{ms:.0f} | {ratio} | {inter} | {fallbacks} |")
+                     f"{ms:.0f} | {ratio} | {inter} | {fallbacks} |" + hit)
     return "\n".join(lines)
 
 

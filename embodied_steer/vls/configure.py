@@ -6,7 +6,8 @@ bound to the environment (keypoints from its simulator, trajectory map from its 
 
 Settings (all optional except where noted):
 
-``program``          ``default`` (the task's shipped hand-written program), ``vlm`` (written once by the
+``program``          ``default`` (the task's shipped hand-written program; an environment with obstacles
+                     gets its task's ``obstacle`` variant, whose keypoints end with the obstacles), ``vlm`` (written once by the
                      configured VLM from a keypoint image; the default stays if it gives no valid
                      program), or a path to a program text file (compiled in the sandbox).
 ``scale``            λ. ``num_particles``: K. ``normalize``, ``dims``, ``evaluate_on`` (clean | noisy),
@@ -63,12 +64,13 @@ def guidance_config(settings: Mapping[str, Any]) -> GuidanceConfig:
 
 def load_program(spec: str, env: Any) -> Any:
     """The reward program named by ``guide.program`` for ``env`` (see the module docstring)."""
-    from embodied_steer.vls.defaults import default_program
+    from embodied_steer.vls.defaults import default_program, env_variant
     from embodied_steer.vls.keypoints import task_name
 
     task = task_name(env)
+    variant, extra_bodies = env_variant(env)
     if spec == "default":
-        return default_program(task)
+        return default_program(task, variant=variant)
     if spec == "vlm":
         from embodied_steer.vls.errors import NoProgramInResponse, VLMError
         from embodied_steer.vls.vlm import VLMConfig
@@ -78,9 +80,9 @@ def load_program(spec: str, env: Any) -> Any:
                               "EMBODIED_STEER_VLM_MODEL (and _API_KEY if the endpoint wants one)")
         from embodied_steer.vls.writer import ProgramWriter
 
-        writer = ProgramWriter.for_task(task)
+        writer = ProgramWriter.for_task(task, variant=variant)
         try:
-            writer.write_for_env(env)
+            writer.write_for_env(env, extra_bodies=extra_bodies)
         except NoProgramInResponse as exc:
             log.warning("VLM gave no valid reward program, using the shipped default for %s: %s", task, exc)
         except VLMError as exc:  # unreachable endpoint, timeout, HTTP error: evaluate with the default
@@ -106,13 +108,16 @@ def guide_from_settings(settings: Mapping[str, Any], policy: SteerablePolicy, en
     spec = env.spec_info
     from embodied_steer.vls.keypoints import keypoints_for
 
+    from embodied_steer.vls.defaults import env_variant
+
     program = load_program(str(settings.get("program", "default")), env)
     trajectory_map = trajectory_map_for(spec.extra, control_hz=spec.control_hz, tracking=settings.get("tracking"))
+    _, extra_bodies = env_variant(env)  # obstacles: extra keypoints after the task's own
 
     def keypoints(_obs: Any) -> Any:
         # The runner asks for a chunk right after the step that produced ``obs``: the simulator's
         # ground truth is the state that observation shows.
-        return keypoints_for(env)[1]
+        return keypoints_for(env, extra_bodies=extra_bodies)[1]
 
     guide = GuidedSampler(program, keypoints, trajectory_map, ee_position_index(spec.state_names), config)
     return guide.attach(policy)
