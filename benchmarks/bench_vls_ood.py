@@ -194,6 +194,51 @@ def report(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def plot(args: argparse.Namespace, path: str) -> None:
+    """Bar chart of success rate (Wilson 95% CI) per configuration, and obstacle collisions if any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(args.out) / args.env
+    names, rates, errs, hits = [], [], [], []
+    for config in CONFIGS:
+        path_c = root / config / "episodes.jsonl"
+        if not path_c.is_file():
+            continue
+        recs = [json.loads(line) for line in path_c.read_text().splitlines() if line.strip()]
+        recs = [r for r in recs if r["episode"] < args.episodes]
+        if not recs:
+            continue
+        n, wins = len(recs), sum(bool(r["success"]) for r in recs)
+        lo, hi = wilson_interval(wins, n)
+        names.append(f"{config}\n(n={n})")
+        rates.append(wins / n)
+        errs.append((wins / n - lo, hi - wins / n))
+        infos = [r.get("info") or {} for r in recs]
+        hits.append(sum(bool(i.get("obstacle_collision")) for i in infos) / n
+                    if any("obstacle_collision" in i for i in infos) else None)
+    if not names:
+        raise SystemExit(f"nothing to plot under {root}")
+    x = list(range(len(names)))
+    width = 0.38 if any(h is not None for h in hits) else 0.6
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
+    ax.bar([i - (width / 2 if width < 0.6 else 0) for i in x], rates, width,
+           yerr=list(zip(*errs)), capsize=3, label="success (95% CI)", color="tab:blue")
+    if width < 0.6:
+        ax.bar([i + width / 2 for i in x], [h or 0.0 for h in hits], width, label="episodes touching the obstacle",
+               color="tab:red")
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of episodes")
+    ax.set_title(f"{args.env}: seeds {args.seed}–{args.seed + args.episodes - 1}")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="lift_ood", choices=sorted(POLICY_FOR_ENV))
@@ -204,6 +249,7 @@ def main() -> int:
     parser.add_argument("--timing-obs", type=int, default=0, help="observations in the interleaved timing pass (0: skip)")
     parser.add_argument("--timing-configs", default=None, help="configs of the timing pass (default: --configs)")
     parser.add_argument("--report", action="store_true", help="only print the table from finished episodes")
+    parser.add_argument("--plot", default=None, help="with --report: also save a bar chart to this path")
     args = parser.parse_args()
     torch.set_num_threads(1)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -212,6 +258,8 @@ def main() -> int:
         parser.error(f"unknown configs {unknown}; known: {list(CONFIGS)}")
     if args.report:
         print(report(args))
+        if args.plot:
+            plot(args, args.plot)
         return 0
     if args.timing_obs:
         timed = [c.strip() for c in (args.timing_configs or args.configs).split(",") if c.strip()]
