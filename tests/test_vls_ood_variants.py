@@ -265,3 +265,26 @@ def test_can_program_approaches_from_above():
     over = _path(start, CAN_KP[0] + torch.tensor([0.0, 0.08, 0.1]))
     ends = torch.stack([beside, over])
     assert program(0, CAN_KP, ends)[1] > program(0, CAN_KP, ends)[0]
+
+
+# ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_cli_eval_on_the_obstacle_variant_records_collisions(tmp_path):
+    """The base policy runs into the bar and stays there; guidance with the obstacle program touches it
+    less (seed 0, the first 40 steps)."""
+    import json
+
+    from embodied_steer.cli import main
+
+    def run(name: str, *extra: str) -> dict:
+        out = tmp_path / name
+        code = main(["eval", "env=lift_obstacle", "policy=lift_diffusion", "episodes=1", "max_steps=40",
+                     f"output_dir={out}", "torch_threads=1", *extra])
+        assert code == 0
+        return json.loads((out / "episodes.jsonl").read_text().splitlines()[0])["info"]
+
+    base = run("base")
+    assert base["obstacle_collision"] is True and base["obstacle_contact_steps"] > 0
+    guided = run("guided", "guide=grad", "guide.num_particles=8")
+    assert guided["fallbacks"] == 0 and guided["chunks"] == 5
+    assert guided["obstacle_contact_steps"] < base["obstacle_contact_steps"]
