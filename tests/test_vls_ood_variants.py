@@ -210,28 +210,46 @@ def test_obstacle_program_prefers_going_over_the_bar_to_going_through_it():
     assert program(1, KP, lifts)[0] > program(1, KP, lifts)[1] + 0.05
 
 
-def test_gradient_ascent_on_the_obstacle_program_leaves_the_keep_out_box():
-    program = default_program("Lift", variant="obstacle")
-    consts = _program_constants()
-    traj = _path(START, KP[0], steps=16)[None].clone().requires_grad_(True)
-
-    def inside(t: torch.Tensor, slack: float = 0.005) -> int:
-        """Points more than ``slack`` metres deep in the keep-out box (ascent settles on its face)."""
-        off = (t[0] - KP[2]).detach()
-        half_x = consts["OBSTACLE_HALF_X"] + consts["SIDE_MARGIN"] - slack
-        top = consts["OBSTACLE_HALF_Z"] + consts["ABOVE_MARGIN"] - slack
-        bottom = consts["OBSTACLE_HALF_Z"] + consts["BELOW_MARGIN"] - slack
-        return int(((off[:, 0].abs() < half_x) & (off[:, 2] < top) & (off[:, 2] > -bottom)).sum())
-
-    assert inside(traj) > 0
-    for _ in range(300):
+def _ascend(program, traj: torch.Tensor, steps: int = 300, lr: float = 0.002) -> torch.Tensor:
+    traj = traj[None].clone().requires_grad_(True)
+    for _ in range(steps):
         (grad,) = torch.autograd.grad(program(0, KP, traj).sum(), traj)
-        traj = (traj + 0.002 * grad / grad.norm().clamp_min(1e-9)).detach().requires_grad_(True)
-    assert inside(traj) == 0
-    bar_top = KP[2, 2] + consts["OBSTACLE_HALF_Z"]
-    over_bar = (traj[0, :, 0] - KP[2, 0]).abs() < consts["OBSTACLE_HALF_X"] + 0.03
-    assert bool((traj[0, over_bar, 2] > bar_top + 0.03).all())  # over the bar with room for the fingers
-    assert torch.linalg.norm(traj[0, -1] - KP[0]) < 0.05  # and it still ends near the cube
+        traj = (traj + lr * grad / grad.norm().clamp_min(1e-9)).detach().requires_grad_(True)
+    return traj.detach()[0]
+
+
+def _under_clearance(traj: torch.Tensor, slack: float = 0.005) -> int:
+    """Points over the obstacle's grown footprint more than ``slack`` below its clearance height."""
+    c = _program_constants()
+    off = traj - KP[2]
+    over = (off[:, 0].abs() < c["OBSTACLE_HALF_X"] + c["SIDE_MARGIN"]) & \
+           (off[:, 1].abs() < c["OBSTACLE_HALF_Y"] + c["SIDE_MARGIN"])
+    low = off[:, 2] < c["OBSTACLE_HALF_Z"] + c["ABOVE_MARGIN"] - slack
+    return int((over & low).sum())
+
+
+def test_gradient_ascent_on_the_obstacle_program_goes_over_the_bar():
+    program = default_program("Lift", variant="obstacle")
+    through = _path(START, KP[0], steps=16)
+    assert _under_clearance(through) > 0
+    traj = _ascend(program, through)
+    assert _under_clearance(traj) == 0
+    assert torch.linalg.norm(traj[-1] - KP[0]) < 0.05  # and it still ends near the cube
+
+
+def test_obstacle_program_lifts_a_gripper_caught_behind_and_under_the_bar():
+    """From low behind the bar, the way to the cube is up and over, not back (a keep-out box whose
+    penalty pushed out through the nearest face held the gripper there in the first version)."""
+    program = default_program("Lift", variant="obstacle")
+    low_behind = _path(torch.tensor([-0.07, 0.0, 0.84]), KP[0], steps=16)[None].requires_grad_(True)
+    (grad,) = torch.autograd.grad(program(0, KP, low_behind).sum(), low_behind)
+    c = _program_constants()
+    under = (low_behind[0, :, 0] - KP[2, 0]).abs().detach() < c["OBSTACLE_HALF_X"] + c["SIDE_MARGIN"]
+    assert int(under.sum()) >= 3
+    assert bool((grad[0, under, 2] > 0).all())      # up ...
+    assert bool((grad[0, under, 0] >= 0).all())     # ... and never back towards the robot
+    raised = _ascend(program, low_behind.detach()[0], steps=1500)
+    assert _under_clearance(raised) == 0
 
 
 # ------------------------------------------------------------------------------- PickPlaceCan program
