@@ -230,10 +230,11 @@ def plot(args: argparse.Namespace, path: str) -> None:
         ax.bar([i + width / 2 for i in x], [h or 0.0 for h in hits], width, label="episodes touching the obstacle",
                color="tab:red")
     ax.set_xticks(x, names, fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("fraction of episodes")
     ax.set_title(f"{args.env}: seeds {args.seed}–{args.seed + args.episodes - 1}")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
