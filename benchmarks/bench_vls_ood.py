@@ -37,8 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from embodied_steer.eval.stats import wilson_interval  # noqa: E402
 
-POLICY_FOR_ENV = {"lift_ood": "lift_diffusion", "lift": "lift_diffusion",
+POLICY_FOR_ENV = {"lift_ood": "lift_diffusion", "lift": "lift_diffusion", "lift_obstacle": "lift_diffusion",
                   "pickplace_can_ood": "can_diffusion", "pickplace_can": "can_diffusion"}
+#: the plain Lift program (no obstacle term), for the ablation on lift_obstacle.
+LIFT_PROGRAM = REPO / "embodied_steer" / "vls" / "programs" / "lift.py"
 
 #: name → (guide config group option or None for the base policy, overrides).
 CONFIGS: dict[str, tuple[str | None, dict[str, Any]]] = {
@@ -52,6 +54,8 @@ CONFIGS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "div_k4": ("grad", {"num_particles": 4, "diversity": 0.5}),
     "fk_k4": ("vls", {"num_particles": 4}),
     "fk_k16": ("vls", {"num_particles": 16}),
+    # lift_obstacle ablation: gradient guidance with the plain Lift program, blind to the obstacle.
+    "grad_k8_noavoid": ("grad", {"num_particles": 8, "program": str(LIFT_PROGRAM)}),
 }
 DEFAULT_CONFIGS = "base,grad_k8,fk_k8,grad_k1,grad_k4,div_k8,grad_k16"
 
@@ -163,25 +167,77 @@ def report(args: argparse.Namespace) -> str:
         chunks = sum((r.get("info") or {}).get("chunks", 0) for r in recs)
         infer = sum(r["inference_seconds"] for r in recs)
         fallbacks = sum((r.get("info") or {}).get("fallbacks", 0) for r in recs)
+        collisions = None
+        if any("obstacle_collision" in (r.get("info") or {}) for r in recs):
+            collisions = sum(bool((r.get("info") or {}).get("obstacle_collision")) for r in recs)
         ms = 1000 * infer / chunks if chunks else float("nan")
         if config == "base":
             base_ms = ms
         lo, hi = wilson_interval(wins, n)
-        rows.append((config, n, wins, lo, hi, ms, fallbacks))
+        rows.append((config, n, wins, lo, hi, ms, fallbacks, collisions))
     base_rate = next((w / n for c, n, w, *_ in rows if c == "base"), None)
+    obstacle = any(r[-1] is not None for r in rows)
     lines = ["| config | K | episodes | successes | success rate | 95% CI (Wilson) | vs base (points) | "
-             "ms/chunk (episodes) | ratio (episodes) | ratio (interleaved) | fallbacks |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for config, n, wins, lo, hi, ms, fallbacks in rows:
+             "ms/chunk (episodes) | ratio (episodes) | ratio (interleaved) | fallbacks |"
+             + (" obstacle collisions (episodes) |" if obstacle else ""),
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|" + ("---:|" if obstacle else "")]
+    for config, n, wins, lo, hi, ms, fallbacks, collisions in rows:
         k = CONFIGS[config][1].get("num_particles", 1)
         delta = "" if base_rate is None or config == "base" else f"{100 * (wins / n - base_rate):+.0f}"
         ratio = "" if base_ms is None else f"{ms / base_ms:.2f}"
         inter = ""
         if config in timing and "base" in timing:
             inter = f"{timing[config] / timing['base']:.2f}"
+        hit = f" {collisions}/{n} ({collisions / n:.2f}) |" if collisions is not None else (" |" if obstacle else "")
         lines.append(f"| {config} | {k} | {n} | {wins} | {wins / n:.2f} | {lo:.2f}–{hi:.2f} | {delta} | "
-                     f"{ms:.0f} | {ratio} | {inter} | {fallbacks} |")
+                     f"{ms:.0f} | {ratio} | {inter} | {fallbacks} |" + hit)
     return "\n".join(lines)
+
+
+def plot(args: argparse.Namespace, path: str) -> None:
+    """Bar chart of success rate (Wilson 95% CI) per configuration, and obstacle collisions if any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(args.out) / args.env
+    names, rates, errs, hits = [], [], [], []
+    for config in CONFIGS:
+        path_c = root / config / "episodes.jsonl"
+        if not path_c.is_file():
+            continue
+        recs = [json.loads(line) for line in path_c.read_text().splitlines() if line.strip()]
+        recs = [r for r in recs if r["episode"] < args.episodes]
+        if not recs:
+            continue
+        n, wins = len(recs), sum(bool(r["success"]) for r in recs)
+        lo, hi = wilson_interval(wins, n)
+        names.append(f"{config}\n(n={n})")
+        rates.append(wins / n)
+        errs.append((wins / n - lo, hi - wins / n))
+        infos = [r.get("info") or {} for r in recs]
+        hits.append(sum(bool(i.get("obstacle_collision")) for i in infos) / n
+                    if any("obstacle_collision" in i for i in infos) else None)
+    if not names:
+        raise SystemExit(f"nothing to plot under {root}")
+    x = list(range(len(names)))
+    width = 0.38 if any(h is not None for h in hits) else 0.6
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.6))
+    ax.bar([i - (width / 2 if width < 0.6 else 0) for i in x], rates, width,
+           yerr=list(zip(*errs)), capsize=3, label="success (95% CI)", color="tab:blue")
+    if width < 0.6:
+        ax.bar([i + width / 2 for i in x], [h or 0.0 for h in hits], width, label="episodes touching the obstacle",
+               color="tab:red")
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_ylabel("fraction of episodes")
+    ax.set_title(f"{args.env}: seeds {args.seed}–{args.seed + args.episodes - 1}")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
 
 
 def main() -> int:
@@ -194,6 +250,7 @@ def main() -> int:
     parser.add_argument("--timing-obs", type=int, default=0, help="observations in the interleaved timing pass (0: skip)")
     parser.add_argument("--timing-configs", default=None, help="configs of the timing pass (default: --configs)")
     parser.add_argument("--report", action="store_true", help="only print the table from finished episodes")
+    parser.add_argument("--plot", default=None, help="with --report: also save a bar chart to this path")
     args = parser.parse_args()
     torch.set_num_threads(1)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -202,6 +259,8 @@ def main() -> int:
         parser.error(f"unknown configs {unknown}; known: {list(CONFIGS)}")
     if args.report:
         print(report(args))
+        if args.plot:
+            plot(args, args.plot)
         return 0
     if args.timing_obs:
         timed = [c.strip() for c in (args.timing_configs or args.configs).split(",") if c.strip()]

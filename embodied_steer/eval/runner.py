@@ -159,12 +159,25 @@ def run_episode(
         success = success or bool(info.get("is_success", False))
         if terminated or truncated:
             break
-    report = getattr(act, "episode_info", None)
     return EpisodeResult(
         episode=episode, seed=seed, success=success, steps=step, reward=total_reward,
-        seconds=time.perf_counter() - start, inference_seconds=infer,
-        info=report() if callable(report) else None,
+        seconds=time.perf_counter() - start, inference_seconds=infer, info=_episode_info(act, env),
     )
+
+
+def _episode_info(act: ActFn, env: Any) -> dict[str, Any] | None:
+    """What the act function and the environment report about the finished episode.
+
+    Both may have an ``episode_info()`` method; the environment's keys (e.g. obstacle contacts) are
+    added to the act function's. ``None`` when the act function has no report and the environment's
+    is empty (as before environments could report)."""
+    act_report = getattr(act, "episode_info", None)
+    info: dict[str, Any] | None = act_report() if callable(act_report) else None
+    env_report = getattr(env, "episode_info", None)
+    extra = env_report() if callable(env_report) else None
+    if extra:
+        info = {**(info or {}), **extra}
+    return info
 
 
 def run_episode_safely(env, policy: SteerablePolicy, *, episode: int, seed: int, **kwargs: Any) -> EpisodeResult:

@@ -10,7 +10,7 @@ topic                  type                             meaning / units
 =====================  ===============================  ===============================================
 ``arm_description``    ``std_msgs/String`` (JSON,       ``{"task", "state_names", "control_hz",
                        transient-local)                 "spec_extra": {"controller_config", "sim_timestep"},
-                                                        "keypoint_names"}`` — published once by the arm
+                                                        "keypoint_names", "variant"}`` — published once by the arm
                                                         driver (the simulated arm publishes its env's);
                                                         a real arm can use the policy server's
                                                         ``arm_description_file`` parameter instead
@@ -55,9 +55,12 @@ def describe_env(env: Any) -> dict[str, Any]:
         "spec_extra": {k: extra[k] for k in ("controller_config", "sim_timestep") if k in extra},
     }
     try:
+        from embodied_steer.vls.defaults import env_variant
         from embodied_steer.vls.keypoints import keypoint_legend
 
-        description["keypoint_names"] = [k.name for k in keypoint_legend(description["task"])]
+        variant, extra_bodies = env_variant(env)
+        description["variant"] = variant
+        description["keypoint_names"] = [k.name for k in keypoint_legend(description["task"], extra_bodies)]
     except Exception:  # noqa: BLE001 - a task without a legend: guidance is simply unavailable
         description["keypoint_names"] = []
     return json.loads(json.dumps(description, default=_jsonable))
@@ -190,4 +193,5 @@ def guide_context(description: Mapping[str, Any], store: KeypointStore) -> Any:
 
     return GuideContext(task=str(description["task"]), state_names=tuple(description["state_names"]),
                         spec_extra=dict(description["spec_extra"]), control_hz=float(description["control_hz"]),
-                        keypoints=lambda obs: store.for_observation(float(obs.timestamp)))
+                        keypoints=lambda obs: store.for_observation(float(obs.timestamp)),
+                        variant=description.get("variant"))

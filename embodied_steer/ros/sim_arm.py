@@ -193,9 +193,11 @@ class SimArm(Node):
         st = cv.to_stamp(stamp_ns)
         frame = self.p["frame_id"]
         if self.pub_keypoints is not None:  # first, so a guided policy server has them with the observation
+            from embodied_steer.vls.defaults import env_variant
             from embodied_steer.vls.keypoints import keypoints_for
 
-            self.pub_keypoints.publish(keypoints_message(keypoints_for(self.env)[1].numpy(), st, frame))
+            points = keypoints_for(self.env, extra_bodies=env_variant(self.env)[1])[1]
+            self.pub_keypoints.publish(keypoints_message(points.numpy(), st, frame))
         state = np.asarray(self.obs["state"], np.float64)
         qpos = self.env.unwrapped_robosuite.sim.data.qpos
         js = cv.values_message(list(qpos[self.arm_index]) + list(state[7:9]), self.arm_names + self.gripper_names, st)

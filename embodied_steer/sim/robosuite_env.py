@@ -14,8 +14,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
-from typing import Any, Sequence
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -99,6 +102,103 @@ def apply_placement_overrides(env, overrides: dict[str, dict[str, Sequence[float
             for name, s in samplers.items() if hasattr(s, "x_range")}
 
 
+@dataclass(frozen=True)
+class Obstacle:
+    """A fixed box added to a task's arena (an out-of-distribution variant: something in the way).
+
+    The box is a MuJoCo body welded to the world (no joint), so it never moves; it collides with the
+    robot and the objects like any other geom. Its body is named ``name`` (a keypoint for reward
+    programs: :func:`embodied_steer.vls.keypoints.keypoints_for` with ``extra_bodies``), its geom
+    ``name + "_geom"``.
+
+    Attributes:
+        name: MuJoCo body name (letters, digits, ``_``; must not clash with the task's bodies).
+        pos: ``(3,)`` centre of the box, metres, world frame.
+        size: ``(3,)`` half-extents of the box along x, y, z, metres (all > 0).
+        rgba: ``(4,)`` colour, each in [0, 1].
+    """
+
+    name: str
+    pos: tuple[float, float, float]
+    size: tuple[float, float, float]
+    rgba: tuple[float, float, float, float] = (0.45, 0.3, 0.2, 1.0)
+
+    @classmethod
+    def from_config(cls, value: Mapping[str, Any], index: int) -> "Obstacle":
+        """Build one from an env YAML entry ``{name, pos: [x, y, z], size: [hx, hy, hz], rgba?}``.
+
+        Raises:
+            ConfigError: a missing or unknown key, a wrong length, a non-finite number, a size <= 0.
+        """
+        where = f"obstacles[{index}]"
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping with name, pos, size; got {type(value).__name__}")
+        unknown = set(value) - {"name", "pos", "size", "rgba"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (use name, pos, size, rgba)")
+        missing = [k for k in ("name", "pos", "size") if k not in value]
+        if missing:
+            raise ConfigError(f"{where}: missing {missing}")
+        name = str(value["name"])
+        if not name or not all(c.isalnum() or c == "_" for c in name):
+            raise ConfigError(f"{where}.name must be letters, digits and '_', got '{name}'")
+
+        def numbers(key: str, n: int) -> tuple[float, ...]:
+            try:
+                out = tuple(float(v) for v in value[key])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.{key} must be a list of {n} numbers, got {value[key]!r}") from None
+            if len(out) != n or not all(math.isfinite(v) for v in out):
+                raise ConfigError(f"{where}.{key} must be {n} finite numbers, got {list(value[key])}")
+            return out
+
+        pos, size = numbers("pos", 3), numbers("size", 3)
+        if min(size) <= 0:
+            raise ConfigError(f"{where}.size holds half-extents in metres and must be > 0, got {list(size)}")
+        rgba = numbers("rgba", 4) if "rgba" in value else cls.rgba
+        if not all(0.0 <= c <= 1.0 for c in rgba):
+            raise ConfigError(f"{where}.rgba must be 4 numbers in [0, 1], got {list(rgba)}")
+        return cls(name, pos, size, rgba)  # type: ignore[arg-type]
+
+    @property
+    def geom_name(self) -> str:
+        return f"{self.name}_geom"
+
+    def element(self) -> ET.Element:
+        """The MJCF ``<body>`` of the box."""
+        body = ET.Element("body", name=self.name, pos=" ".join(f"{v:g}" for v in self.pos))
+        ET.SubElement(body, "geom", name=self.geom_name, type="box", size=" ".join(f"{v:g}" for v in self.size),
+                      rgba=" ".join(f"{v:g}" for v in self.rgba), group="0", contype="1", conaffinity="1",
+                      friction="1 0.005 0.0001")
+        return body
+
+
+def add_obstacles(env, obstacles: Sequence[Obstacle]) -> None:
+    """Rebuild a robosuite env's simulation with ``obstacles`` appended to its world body.
+
+    Appending keeps every existing body, geom and joint id (and the object references robosuite
+    keeps) unchanged; the env is reset once from the new model.
+
+    Raises:
+        ConfigError: an obstacle's name clashes with a body already in the model, or two share a name.
+    """
+    if not obstacles:
+        return
+    root = ET.fromstring(env.model.get_xml())
+    existing = {b.get("name") for b in root.iter("body")}
+    names = [o.name for o in obstacles]
+    clash = sorted((set(names) & existing) | {n for n in names if names.count(n) > 1})
+    if clash:
+        raise ConfigError(f"obstacle names {clash} clash with each other or with bodies of the task model")
+    worldbody = root.find("worldbody")
+    if worldbody is None:  # pragma: no cover - every robosuite model has one
+        raise ConfigError("the task model has no <worldbody>")
+    for obstacle in obstacles:
+        worldbody.append(obstacle.element())
+    with contextlib.redirect_stdout(io.StringIO()):
+        env.reset_from_xml_string(ET.tostring(root, encoding="unicode"))
+
+
 class RobosuiteEnv(gym.Env):
     """A robosuite task behind the toolkit's gymnasium observation format.
 
@@ -126,6 +226,11 @@ class RobosuiteEnv(gym.Env):
             Used for out-of-distribution variants of a task (an object outside the range the
             demonstrations covered) without a new environment class. ``spec_info.extra["placement"]``
             records the ranges in force.
+        obstacles: fixed boxes added to the arena, each ``{name, pos: [x, y, z], size: [hx, hy,
+            hz], rgba?}`` (metres, world frame; size = half-extents), see :class:`Obstacle`. Every
+            step's ``info["obstacle_contact"]`` says whether anything touches one;
+            :meth:`episode_info` counts the steps with contact; ``spec_info.extra["obstacles"]``
+            records them (reward programs see their bodies as extra keypoints).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -148,6 +253,7 @@ class RobosuiteEnv(gym.Env):
         render_mode: str | None = "rgb_array",
         model_seed: int | None = 0,
         placement: dict[str, dict[str, Sequence[float]]] | None = None,
+        obstacles: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         robosuite, load_controller_config = _import_robosuite()
         if task not in robosuite.ALL_ENVIRONMENTS:
@@ -191,6 +297,11 @@ class RobosuiteEnv(gym.Env):
         if use_cameras:
             apply_render_quality(self._env.sim, self.render_settings, self._env.render_gpu_device_id)
 
+        self.obstacles = tuple(Obstacle.from_config(o, i) for i, o in enumerate(obstacles or ()))
+        add_obstacles(self._env, self.obstacles)
+        sim_model = self._env.sim.model
+        self._obstacle_geoms = frozenset(sim_model.geom_name2id(o.geom_name) for o in self.obstacles)
+        self._contact_steps = 0
         placements = apply_placement_overrides(self._env, placement or {})
         low, high = self._env.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
@@ -213,7 +324,8 @@ class RobosuiteEnv(gym.Env):
             control_hz=float(control_freq),
             extra={"suite": "robosuite", "task": task, "robot": robot, "controller": controller,
                    "controller_config": {k: v for k, v in controller_cfg.items() if k != "type"},
-                   "placement": placements, "sim_timestep": float(self._env.model_timestep)},
+                   "placement": placements, "sim_timestep": float(self._env.model_timestep),
+                   "obstacles": [{"name": o.name, "pos": list(o.pos), "size": list(o.size)} for o in self.obstacles]},
         )
         if hasattr(self._env, "target_bin_placements") and hasattr(self._env, "object_to_id"):
             # PickPlace tasks: centre of each object's target bin placement (world frame, metres).
@@ -237,8 +349,29 @@ class RobosuiteEnv(gym.Env):
             out["pixels"] = upright_images(raw, self._cameras)
         return out
 
-    def _info(self, success: bool) -> dict[str, Any]:
-        return step_info(success, self.instruction, self.render_settings)
+    def _info(self, success: bool, contact: bool = False) -> dict[str, Any]:
+        extra = {"obstacle_contact": contact} if self.obstacles else {}
+        return step_info(success, self.instruction, self.render_settings, **extra)
+
+    def obstacle_contact(self) -> bool:
+        """Whether any geom touches an obstacle in the current simulator state (False without obstacles)."""
+        if not self._obstacle_geoms:
+            return False
+        data = self._env.sim.data
+        for contact in data.contact[: data.ncon]:
+            if contact.geom1 in self._obstacle_geoms or contact.geom2 in self._obstacle_geoms:
+                return True
+        return False
+
+    def episode_info(self) -> dict[str, Any]:
+        """What the environment saw in the current episode (the evaluation runner stores it).
+
+        With obstacles: ``obstacle_contact_steps`` (control steps that ended with something touching
+        an obstacle) and ``obstacle_collision`` (at least one such step). Empty without obstacles.
+        """
+        if not self.obstacles:
+            return {}
+        return {"obstacle_contact_steps": self._contact_steps, "obstacle_collision": self._contact_steps > 0}
 
     @property
     def unwrapped_robosuite(self):
@@ -260,7 +393,8 @@ class RobosuiteEnv(gym.Env):
         clear_gripper_commands(self._env)
         self._last_raw = raw
         self._t = 0
-        return self._convert(raw), self._info(self._env._check_success())
+        self._contact_steps = 0
+        return self._convert(raw), self._info(self._env._check_success(), self.obstacle_contact())
 
     def step(self, action: np.ndarray):
         action = np.asarray(action, dtype=np.float64)
@@ -275,7 +409,9 @@ class RobosuiteEnv(gym.Env):
         success = bool(self._env._check_success())
         terminated = success and self.terminate_on_success
         truncated = self._t >= self.horizon and not terminated
-        return self._convert(raw), float(reward), terminated, truncated, self._info(success)
+        contact = self.obstacle_contact()
+        self._contact_steps += int(contact)
+        return self._convert(raw), float(reward), terminated, truncated, self._info(success, contact)
 
     def render(self) -> np.ndarray | None:
         cam = self._cameras[0] if self._cameras else "agentview"

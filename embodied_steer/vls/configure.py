@@ -6,7 +6,8 @@ bound to the environment (keypoints from its simulator, trajectory map from its 
 
 Settings (all optional except where noted):
 
-``program``          ``default`` (the task's shipped hand-written program), ``vlm`` (written once by the
+``program``          ``default`` (the task's shipped hand-written program; an environment with obstacles
+                     gets its task's ``obstacle`` variant, whose keypoints end with the obstacles), ``vlm`` (written once by the
                      configured VLM from a keypoint image; the default stays if it gives no valid
                      program), or a path to a program text file (compiled in the sandbox).
 ``program_source``   the text of a reward program (compiled in the sandbox; wins over ``program``) —
@@ -51,7 +52,9 @@ class GuideContext:
         state_names: names of ``obs.state`` entries (the end-effector position is looked up in them).
         spec_extra: the environment's ``spec_info.extra`` (``controller_config``, ``sim_timestep``).
         control_hz: control rate (Hz), for the trajectory map's tracking factor.
-        keypoints: ``Observation -> (K, 3)`` float32 tensor, metres, world frame.
+        keypoints: ``Observation -> (K, 3)`` float32 tensor, metres, world frame (the task's legend,
+            then one row per obstacle in the obstacle variant).
+        variant: ``None`` (the plain task) or ``"obstacle"``; selects the default program.
         env: the simulated environment when there is one (only ``program=vlm`` needs it: camera image).
     """
 
@@ -60,22 +63,25 @@ class GuideContext:
     spec_extra: Mapping[str, Any]
     control_hz: float | None
     keypoints: Callable[[Any], Any]
+    variant: str | None = None
     env: Any = field(default=None, compare=False)
 
     @classmethod
     def from_env(cls, env: Any) -> "GuideContext":
         """Keypoints from the simulator's ground truth, robot description from ``env.spec_info``."""
+        from embodied_steer.vls.defaults import env_variant
         from embodied_steer.vls.keypoints import keypoints_for, task_name
 
         spec = env.spec_info
+        variant, extra_bodies = env_variant(env)  # obstacles: extra keypoints after the task's own
 
         def keypoints(_obs: Any) -> Any:
             # The runner asks for a chunk right after the step that produced ``obs``: the simulator's
             # ground truth is the state that observation shows.
-            return keypoints_for(env)[1]
+            return keypoints_for(env, extra_bodies=extra_bodies)[1]
 
         return cls(task=task_name(env), state_names=tuple(spec.state_names), spec_extra=dict(spec.extra),
-                   control_hz=spec.control_hz, keypoints=keypoints, env=env)
+                   control_hz=spec.control_hz, keypoints=keypoints, variant=variant, env=env)
 
 
 def guidance_config(settings: Mapping[str, Any]) -> GuidanceConfig:
@@ -101,17 +107,23 @@ def guidance_config(settings: Mapping[str, Any]) -> GuidanceConfig:
     return GuidanceConfig(**values)
 
 
-def load_program(spec: str, env: Any, *, task: str | None = None) -> Any:
+def load_program(spec: str, env: Any, *, task: str | None = None, variant: str | None = None) -> Any:
     """The reward program named by ``guide.program`` for ``env`` (see the module docstring).
 
-    ``env`` may be ``None`` when ``task`` is given (no simulator: ``vlm`` is then unavailable)."""
-    from embodied_steer.vls.defaults import default_program
+    ``env`` may be ``None`` when ``task`` (and ``variant``, e.g. ``"obstacle"``) are given (no
+    simulator: ``vlm`` is then unavailable); with an ``env``, both default to the environment's."""
+    from embodied_steer.vls.defaults import default_program, env_variant
     from embodied_steer.vls.keypoints import task_name
 
+    extra_bodies: tuple[str, ...] = ()
+    if env is not None:
+        env_var, extra_bodies = env_variant(env)
+        variant = env_var if variant is None else variant
+        task = task or task_name(env)
     if task is None:
-        task = task_name(env)
+        raise ConfigError("load_program needs an environment or a task name")
     if spec == "default":
-        return default_program(task)
+        return default_program(task, variant=variant)
     if spec == "vlm":
         if env is None:
             raise ConfigError("guide.program=vlm needs the simulator (the VLM is shown a keypoint image rendered "
@@ -124,9 +136,9 @@ def load_program(spec: str, env: Any, *, task: str | None = None) -> Any:
                               "EMBODIED_STEER_VLM_MODEL (and _API_KEY if the endpoint wants one)")
         from embodied_steer.vls.writer import ProgramWriter
 
-        writer = ProgramWriter.for_task(task)
+        writer = ProgramWriter.for_task(task, variant=variant)
         try:
-            writer.write_for_env(env)
+            writer.write_for_env(env, extra_bodies=extra_bodies)
         except NoProgramInResponse as exc:
             log.warning("VLM gave no valid reward program, using the shipped default for %s: %s", task, exc)
         except VLMError as exc:  # unreachable endpoint, timeout, HTTP error: evaluate with the default
@@ -164,7 +176,8 @@ def guide_from_context(settings: Mapping[str, Any], policy: SteerablePolicy, con
 
         program = compile_reward_program(source)
     else:
-        program = load_program(str(settings.get("program", "default")), context.env, task=context.task)
+        program = load_program(str(settings.get("program", "default")), context.env, task=context.task,
+                               variant=context.variant)
     trajectory_map = trajectory_map_for(context.spec_extra, control_hz=context.control_hz,
                                         tracking=settings.get("tracking"))
     guide = GuidedSampler(program, context.keypoints, trajectory_map, ee_position_index(context.state_names), config)

@@ -93,12 +93,15 @@ class ProgramWriter:
         self.last_response: str | None = None
 
     @classmethod
-    def for_task(cls, task: str, *, config: VLMConfig | None = None, **kwargs: Any) -> "ProgramWriter":
-        """Start from ``task``'s shipped program; use ``config`` (default: from the environment) for a VLM."""
+    def for_task(cls, task: str, *, variant: str | None = None, config: VLMConfig | None = None,
+                 **kwargs: Any) -> "ProgramWriter":
+        """Start from the shipped program of ``task`` (or of its ``variant``, e.g. ``"obstacle"``); use
+        ``config`` (default: from the environment) for a VLM."""
         from embodied_steer.vls.defaults import default_program
 
         config = config if config is not None else VLMConfig.from_env()
-        return cls(default_program(task), client=VLMClient(config) if config is not None else None, **kwargs)
+        return cls(default_program(task, variant=variant), client=VLMClient(config) if config is not None else None,
+                   **kwargs)
 
     def write(self, instruction: str, legend: Sequence[Keypoint], image: np.ndarray | None = None, *,
               camera: str = "agentview") -> RewardProgram:
