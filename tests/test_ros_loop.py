@@ -104,7 +104,10 @@ def test_assistance_monitor_publishes_estimates_and_diagnostics(loop):
     assert res["statuses"] == ["ok"], res
     assert {"recommended", "best", "entropy", "expected", "value", "stamp_ns"} <= set(res["keys"]), res
     assert res["stamps_increasing"], res  # every estimate answers a newer observation
-    assert res["diagnostics"] and all(level in (0, 1) for _, level, _ in res["diagnostics"]), res
+    # OK / WARN with estimates; STALE is legitimate while a loaded machine stalls the lockstep arm
+    # (no new observation for obs_timeout_s), ERROR (invalid samples, failed sampling) never
+    levels = [level for _, level, _ in res["diagnostics"]]
+    assert levels and all(level in (0, 1, 3) for level in levels) and any(level in (0, 1) for level in levels), res
 
 
 def test_steering_control_node_applies_presets_and_refuses_bad_requests(loop):
