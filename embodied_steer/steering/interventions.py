@@ -379,6 +379,18 @@ def _apply(site: _Site, h: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 # ============================================================================ hooks
+def _site_live(site: _Site) -> bool:
+    """Whether ``site`` edits in this forward: its coefficient is active (not a closed phase gate) and,
+    with a denoising-step range, a sampler step inside that range is running."""
+    if not site.coefficient.active:
+        return False
+    if site.step_start >= 0:
+        ctx = current_denoise_step()
+        if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
+            return False
+    return True
+
+
 def _pre_hook(handle: "SteeringHandle", sites: list[_Site]):
     """The forward-pre hook of one module: clamp / scale its input for each of its ``sites``, in
     order (a closure: calling it costs less than calling an object). A site is skipped while its
@@ -391,12 +403,8 @@ def _pre_hook(handle: "SteeringHandle", sites: list[_Site]):
             return None
         try:
             for site in sites:
-                if not site.coefficient.active:
+                if not _site_live(site):
                     continue
-                if site.step_start >= 0:  # a denoising-step range
-                    ctx = current_denoise_step()
-                    if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
-                        continue
                 edited = _edit_neurons(site, x)
                 if edited is not None:  # None: no selected position in this forward
                     x = edited
@@ -416,12 +424,8 @@ def _post_hook(handle: "SteeringHandle", sites: list[_Site]):
         new = output
         try:
             for site in sites:
-                if not site.coefficient.active:
+                if not _site_live(site):
                     continue
-                if site.step_start >= 0:  # a denoising-step range
-                    ctx = current_denoise_step()
-                    if ctx is None or ctx.index < site.step_start or 0 <= site.step_stop <= ctx.index:
-                        continue
                 if isinstance(new, torch.Tensor):
                     edited = _edit_features(site, new)
                     if edited is not None:
