@@ -29,6 +29,20 @@ from embodied_steer.dsrl.networks import NoiseActor
 from torch import nn
 
 
+def _actor_latent(actor: NoiseActor, features: ObsFeatures, history: Sequence[Observation]) -> torch.Tensor:
+    vec = torch.as_tensor(features.from_history(list(history)))[None]
+    return actor.deterministic(vec)
+
+
+@torch.no_grad()
+def actor_noise(actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures,
+                history: Sequence[Observation]) -> torch.Tensor:
+    """Sampler noise ``(1, *noise_shape)`` a noise actor picks deterministically (``b·tanh(mean)``
+    through the latent map) for an observation history — what :class:`DSRLPolicy` and
+    :class:`NoiseActorAct` both sample from."""
+    return latent.to_noise(_actor_latent(actor, features, history))
+
+
 class DSRLPolicy(SteerablePolicy):
     """``base`` + noise actor: ``act(obs)`` = base sampler run on ``b·tanh(actor_mean(features))``.
 
@@ -60,12 +74,11 @@ class DSRLPolicy(SteerablePolicy):
 
     def latent_for(self, history: Sequence[Observation]) -> torch.Tensor:
         """The actor's deterministic latent ``(1, latent_dim)`` for an observation history."""
-        vec = torch.as_tensor(self.features.from_history(list(history)))[None]
-        return self.actor.deterministic(vec)
+        return _actor_latent(self.actor, self.features, history)
 
     def _generate(self, history: Sequence[Observation], n: int, noise: torch.Tensor | None,
                   denoise_callback: DenoiseCallback | None) -> np.ndarray:
-        chosen = self.latent.to_noise(self.latent_for(history)).expand(n, *self.latent.spec.shape)
+        chosen = actor_noise(self.actor, self.latent, self.features, history).expand(n, *self.latent.spec.shape)
         return self.base._generate(history, n, chosen.contiguous(), denoise_callback)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -171,9 +184,7 @@ class NoiseActorAct:
 
     def noise_for(self, history: Sequence[Observation]) -> torch.Tensor:
         """Sampler noise ``(1, *noise_shape)`` the actor picks for an observation history."""
-        vec = torch.as_tensor(self.adapter.features.from_history(list(history)))[None]
-        with torch.no_grad():
-            return self.adapter.latent.to_noise(self.adapter.actor.deterministic(vec))
+        return actor_noise(self.adapter.actor, self.adapter.latent, self.adapter.features, history)
 
     def __call__(self, policy: SteerablePolicy, obs: Observation) -> ActionChunk:
         policy.observe(obs)

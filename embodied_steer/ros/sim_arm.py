@@ -77,6 +77,10 @@ class SimArm(Node):
         description = describe_env(self.env)
         self.pub_keypoints = (self.create_publisher(PoseArray, "keypoints", 10)
                               if description["keypoint_names"] else None)
+        if self.pub_keypoints is not None:
+            from embodied_steer.vls.defaults import env_variant
+
+            self.keypoint_bodies = env_variant(self.env)[1]  # obstacles, after the task's own keypoints
         self.pub_description = self.create_publisher(String, "arm_description", latched)
         self.pub_description.publish(String(data=json.dumps(description)))
         self.create_subscription(TwistStamped, "eef_command", self._on_twist, 10)
@@ -193,10 +197,9 @@ class SimArm(Node):
         st = cv.to_stamp(stamp_ns)
         frame = self.p["frame_id"]
         if self.pub_keypoints is not None:  # first, so a guided policy server has them with the observation
-            from embodied_steer.vls.defaults import env_variant
             from embodied_steer.vls.keypoints import keypoints_for
 
-            points = keypoints_for(self.env, extra_bodies=env_variant(self.env)[1])[1]
+            points = keypoints_for(self.env, extra_bodies=self.keypoint_bodies)[1]
             self.pub_keypoints.publish(keypoints_message(points.numpy(), st, frame))
         state = np.asarray(self.obs["state"], np.float64)
         qpos = self.env.unwrapped_robosuite.sim.data.qpos
