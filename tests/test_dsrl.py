@@ -76,6 +76,24 @@ def test_spaces_follow_the_noise_spec_and_the_features():
     assert toy_wrapper(use_env_state=False).observation_space.shape == (2,)
 
 
+def test_random_latents_are_the_base_noise_clipped_to_the_box_unless_uniform_is_asked():
+    base = toy_wrapper(bound=1.5).action_space
+    base.seed(0)
+    draws = np.stack([base.sample() for _ in range(4000)])
+    assert draws.dtype == np.float32 and np.abs(draws).max() <= 1.5
+    # a standard normal clipped at 1.5 keeps ~87 % of draws inside (-1.5, 1.5) and has std ~0.87;
+    # a uniform over the box puts a third of its mass beyond |1|
+    assert np.mean(np.abs(draws) < 1.5) == pytest.approx(0.866, abs=0.02)
+    assert np.mean(np.abs(draws) > 1.0) == pytest.approx(0.317, abs=0.03)
+    uniform = toy_wrapper(bound=1.5, warmup_noise="uniform").action_space
+    rng = np.random.default_rng(0)
+    u = np.stack([uniform.draw(rng) for _ in range(500)])
+    assert np.mean(np.abs(u) > 1.0) == pytest.approx(1 / 3, abs=0.03)
+    assert np.mean(np.abs(u) > 1.45) == pytest.approx(0.05 / 1.5, abs=0.01)
+    with pytest.raises(ConfigError, match="warmup_noise"):
+        toy_wrapper(warmup_noise="gaussian")
+
+
 def test_chunk_reward_is_discounted_and_the_discount_is_reported():
     gamma = 0.9
     env = toy_wrapper(gamma=gamma)
@@ -238,6 +256,46 @@ def test_na_terminal_target_is_the_reward_and_losses_fall():
         last = agent.update(batch)
     assert last["loss/q_a"] < 0.2 * first["loss/q_a"]
     assert last["loss/q_w"] < first["loss/q_w"] or last["loss/q_w"] < 1e-2
+
+
+def test_na_noise_backup_bootstraps_from_the_noise_critic_without_decoding():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env = toy_wrapper()
+
+    def no_decode(obs, noise):
+        raise AssertionError("the noise backup must not run the base policy")
+
+    agent = DSRLNA(env.features.dim, 8, env.latent, no_decode,
+                   NASettings(hidden=[32, 32], batch_size=32, decode_batch=4, backup="noise"), 0)
+    batch = na_batch(n=32)
+    with torch.no_grad():
+        agent.q_w_target.nets[0][-1].bias.add_(5.0)  # member 0 high: the min must come from member 1
+        torch.manual_seed(7)
+        w_next, _ = agent.actor(batch["next_obs"])
+        q_next = agent.q_w_target(batch["next_obs"], w_next)[1]
+        y = batch["reward"] + batch["discount"] * q_next
+        expected = ((agent.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
+        torch.manual_seed(7)
+        assert agent.critic_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="na_backup"):
+        DSRLNA(env.features.dim, 8, env.latent, no_decode, NASettings(hidden=[8], backup="both"), 0)
+
+
+def test_na_distillation_decodes_only_decode_batch_states():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    seen = []
+
+    def counting(obs, noise):
+        seen.append(obs.shape[0])
+        return decode(obs, noise)
+
+    agent = DSRLNA(env.features.dim, 8, env.latent, counting,
+                   NASettings(hidden=[32, 32], batch_size=32, decode_batch=4, backup="noise"), 0)
+    stats = agent.update(na_batch(n=32))
+    assert seen == [4] and np.isfinite(list(stats.values())).all()
 
 
 def test_na_target_uses_the_minimum_of_the_ensemble():

@@ -85,6 +85,16 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
         run_adapt(toy_config(tmp_path / "run", "dsrl_sac"), ToyGoalEnv, ToyFlowPolicy())
 
 
+@pytest.mark.parametrize("bad, message", [({"target_entropy": "high"}, "target_entropy"),
+                                          ({"algo": "ppo"}, "algo"), ({"utd": 0}, "utd")])
+def test_bad_settings_are_named(tmp_path, bad, message):
+    from embodied_steer.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        run_adapt(toy_config(tmp_path / "run", **({"algo": "dsrl_sac"} | bad)), ToyGoalEnv, ToyFlowPolicy())
+    assert not (tmp_path / "run").exists()  # nothing written for a refused config
+
+
 @pytest.mark.slow
 def test_killed_sac_run_resumes_from_its_last_checkpoint(tmp_path):
     out = tmp_path / "run"

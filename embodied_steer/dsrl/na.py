@@ -8,17 +8,26 @@ or for a non-learned decoder between actor and critic, so it cannot express this
 
 One update (all networks are LayerNorm MLPs; the ``Q`` ensembles use a min over members):
 
-1. ``Q_A`` TD: ``y = R + γ^n (1 − terminal) · min_i Q̄_A,i(s', π_dp(s', w'))``, ``w' ~ π_W(·|s')``,
-   where ``R`` and ``γ^n`` are the chunk's discounted return and discount
-   (:class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv`); ``a`` is the executed chunk, so offline
-   ``(s, a, r, s')`` data with unknown noise trains it as well.
-2. ``Q_W`` distillation: ``w ~ N(0, I)`` clipped to the box, ``Σ_i (Q_W,i(s, w) − min_j Q_A,j(s, π_dp(s, w)))²``.
-3. actor: ``α log π_W(w|s) − min_i Q_W,i(s, w)``, ``w ~ π_W`` (reparameterised, ``b · tanh``).
-4. temperature: ``−log α · (log π + H̄)``, ``H̄ = −latent_dim`` (automatic).
-5. Polyak update of ``Q̄_A``.
+1. ``Q_A`` TD on executed chunks ``a`` (so offline ``(s, a, r, s')`` data with unknown noise
+   trains it as well), ``R`` and ``γ^n`` being the chunk's discounted return and discount
+   (:class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv`), with one of two backups:
 
-Steps 1–2 decode ``na_decode_batch`` samples through the base policy per update (the expensive
-part on CPU); the actor and temperature use the same minibatch.
+   * ``backup="action"`` (the paper's): ``y = R + γ^n (1 − terminal) · min_i Q̄_A,i(s', π_dp(s', w'))``,
+     ``w' ~ π_W(·|s')`` — decodes the next noise through the base policy, so the TD minibatch is
+     limited to ``decode_batch``;
+   * ``backup="noise"``: ``y = R + γ^n (1 − terminal) · min_i Q̄_W,i(s', w')`` — the distilled
+     noise critic stands in for ``Q_A ∘ π_dp``, which it is trained to equal; no decode, so the TD
+     minibatch can be the full ``batch_size`` on a CPU.
+2. ``Q_W`` distillation on ``decode_batch`` states of the minibatch: ``w ~ N(0, I)`` clipped to the
+   box (a ``distill_actor_share`` of them drawn from ``π_W`` instead, so that ``Q_W`` is also fitted
+   where the actor acts — with ``N(0, I)`` alone a 112-dim actor can drift to the box's corners,
+   where ``Q_W`` only extrapolates), ``Σ_i (Q_W,i(s, w) − min_j Q_A,j(s, π_dp(s, w)))²``.
+3. actor: ``α log π_W(w|s) − min_i Q_W,i(s, w)``, ``w ~ π_W`` (reparameterised, ``b · tanh``).
+4. temperature: ``−log α · (log π + H̄)``, ``H̄ = −latent_dim`` unless set.
+5. Polyak updates of ``Q̄_A`` and ``Q̄_W``.
+
+The decodes through the base policy (step 2, and step 1 with the action backup) are the expensive
+part on CPU.
 """
 
 from __future__ import annotations
@@ -149,15 +158,31 @@ def pad_chunk(executed: np.ndarray, k: int, action_dim: int) -> np.ndarray:
 
 
 # =========================================================================== the learner
+NA_BACKUPS = ("action", "noise")
+
+
 @dataclass
 class NASettings:
+    """DSRL-NA hyper-parameters.
+
+    ``batch_size`` is the minibatch of TD, actor and temperature; ``decode_batch`` (≤ ``batch_size``)
+    the states decoded through the base policy per update (distillation, and the TD target with
+    the ``"action"`` backup, whose TD minibatch is then ``decode_batch`` as well).
+    """
+
     hidden: Sequence[int] = (256, 256)
     lr: float = 3e-4
     batch_size: int = 64
+    decode_batch: int | None = None
+    backup: str = "action"
+    distill_actor_share: float = 0.0
+    """Share of the distillation noise drawn from the actor instead of ``N(0, I)``."""
     tau: float = 0.005
     n_critics: int = 2
     layernorm: bool = True
     init_temperature: float = 1.0
+    target_entropy: float | None = None
+    """Entropy the temperature is tuned towards; ``None``: ``-latent_dim`` (SAC's default)."""
 
 
 class DSRLNA:
@@ -165,8 +190,13 @@ class DSRLNA:
 
     def __init__(self, obs_dim: int, chunk_dim: int, latent: LatentNoiseMap, decode: Decoder, settings: NASettings,
                  seed: int = 0) -> None:
+        if not 0.0 <= settings.distill_actor_share <= 1.0:
+            raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
+        if settings.backup not in NA_BACKUPS:
+            raise ConfigError(f"na_backup must be one of {NA_BACKUPS}, got {settings.backup!r}")
         torch.manual_seed(seed)
         self.s = settings
+        self.decode_batch = int(settings.decode_batch or settings.batch_size)
         self.latent = latent
         self.decode = decode
         d = int(latent.latent_dim)
@@ -177,8 +207,11 @@ class DSRLNA:
         self.q_a_target.load_state_dict(self.q_a.state_dict())
         self.q_a_target.requires_grad_(False)
         self.q_w = CriticEnsemble(obs_dim, d, h, settings.n_critics, settings.layernorm)
+        self.q_w_target = CriticEnsemble(obs_dim, d, h, settings.n_critics, settings.layernorm)
+        self.q_w_target.load_state_dict(self.q_w.state_dict())
+        self.q_w_target.requires_grad_(False)
         self.log_alpha = torch.full((1,), math.log(settings.init_temperature), requires_grad=True)
-        self.target_entropy = -float(d)
+        self.target_entropy = -float(d) if settings.target_entropy is None else float(settings.target_entropy)
         self.opt = {
             "actor": torch.optim.Adam(self.actor.parameters(), lr=settings.lr),
             "q_a": torch.optim.Adam(self.q_a.parameters(), lr=settings.lr),
@@ -188,25 +221,35 @@ class DSRLNA:
         self.generator = torch.Generator().manual_seed(seed)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"actor": self.actor, "q_a": self.q_a, "q_a_target": self.q_a_target, "q_w": self.q_w}
+        return {"actor": self.actor, "q_a": self.q_a, "q_a_target": self.q_a_target, "q_w": self.q_w,
+                "q_w_target": self.q_w_target}
 
     def _noise(self, latent: torch.Tensor) -> torch.Tensor:
         return self.latent.to_noise(latent.clamp(-self.latent.bound, self.latent.bound))
 
     def critic_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """TD loss of the action-space critic on executed chunks (step 1)."""
+        if self.s.backup == "action":
+            batch = {k: v[: self.decode_batch] for k, v in batch.items()}
         with torch.no_grad():
             w_next, _ = self.actor(batch["next_obs"])
-            a_next = self.decode(batch["next_obs"], self._noise(w_next))
-            q_next = self.q_a_target(batch["next_obs"], a_next).min(0).values
+            if self.s.backup == "action":
+                a_next = self.decode(batch["next_obs"], self._noise(w_next))
+                q_next = self.q_a_target(batch["next_obs"], a_next).min(0).values
+            else:
+                q_next = self.q_w_target(batch["next_obs"], w_next).min(0).values
             y = batch["reward"] + batch["discount"] * (1 - batch["terminal"]) * q_next
         return ((self.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
 
     def distill_loss(self, obs: torch.Tensor) -> torch.Tensor:
         """Noise-critic distillation from the action critic on sampled noise (step 2)."""
+        obs = obs[: self.decode_batch]
         w = torch.randn(obs.shape[0], int(self.latent.latent_dim), generator=self.generator)
         w = w.clamp(-self.latent.bound, self.latent.bound)
+        n_actor = int(round(self.s.distill_actor_share * obs.shape[0]))
         with torch.no_grad():
+            if n_actor:  # also fit Q_W where the actor acts, so that it cannot exploit Q_W's extrapolation
+                w[:n_actor] = self.actor(obs[:n_actor])[0]
             target = self.q_a(obs, self.decode(obs, self._noise(w))).min(0).values
         return ((self.q_w(obs, w) - target) ** 2).mean()
 
@@ -233,8 +276,9 @@ class DSRLNA:
         alpha_loss.backward()
         self.opt["alpha"].step()
         with torch.no_grad():
-            for p, tp in zip(self.q_a.parameters(), self.q_a_target.parameters()):
-                tp.mul_(1 - self.s.tau).add_(self.s.tau * p)
+            for net, target in ((self.q_a, self.q_a_target), (self.q_w, self.q_w_target)):
+                for p, tp in zip(net.parameters(), target.parameters()):
+                    tp.mul_(1 - self.s.tau).add_(self.s.tau * p)
         stats.update({"loss/actor": loss.item(), "alpha": self.log_alpha.exp().item()})
         return stats
 
@@ -256,7 +300,10 @@ class DSRLNA:
     def load(self, folder: Path) -> None:
         tensors = load_file(str(folder / "networks.safetensors"))
         for n, m in self.networks().items():
-            m.load_state_dict({k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")})
+            state = {k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")}
+            if not state and n == "q_w_target":  # checkpoints written before Q̄_W existed
+                state = self.q_w.state_dict()
+            m.load_state_dict(state)
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"])
         state = torch.load(folder / "optim.pt", weights_only=False)
@@ -320,9 +367,13 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
     k = train_env.execute_steps
     action_dim = int(np.prod(train_env.env.action_space.shape))
     decode = make_decoder(train_env.policy, train_env.features, k, train_env.instruction)
-    settings = NASettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.na_decode_batch, tau=cfg.tau,
+    backup = cfg.na_backup
+    settings = NASettings(hidden=list(cfg.hidden), lr=cfg.lr, tau=cfg.tau, backup=backup,
+                          batch_size=cfg.na_decode_batch if backup == "action" else max(cfg.batch_size, cfg.na_decode_batch),
+                          decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share,
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
-                          init_temperature=cfg.init_temperature)
+                          init_temperature=cfg.init_temperature,
+                          target_entropy=None if cfg.target_entropy == "auto" else float(cfg.target_entropy))
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None
@@ -390,7 +441,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         if learning:
             w = agent.act(obs, deterministic=False)
         else:
-            w = rng.uniform(-train_env.latent.bound, train_env.latent.bound, train_env.latent.shape).astype(np.float32)
+            w = train_env.action_space.draw(rng)
         next_obs, reward, terminated, truncated, info = train_env.step(w)
         online.add(obs, pad_chunk(info["executed_actions"], k, action_dim), reward, info["discount"], float(terminated),
                    next_obs)

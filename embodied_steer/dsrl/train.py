@@ -62,9 +62,13 @@ class AdaptConfig:
     learning_starts: int = 100
     buffer_size: int = 200_000
     init_temperature: float = 1.0
+    target_entropy: Any = "auto"
+    warmup_noise: str = "base"
     # DSRL-NA only
     na_decode_batch: int = 64
     na_layernorm: bool = True
+    na_backup: str = "action"
+    na_distill_actor_share: float = 0.0
     offline_dataset: str | None = None
     offline_updates: int = 0
 
@@ -74,6 +78,11 @@ class AdaptConfig:
         offline_only = self.algo == "dsrl_na" and self.offline_dataset and self.offline_updates > 0
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
+        if self.target_entropy != "auto":
+            try:
+                float(self.target_entropy)
+            except (TypeError, ValueError):
+                raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
         for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -160,7 +169,7 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
         if policy is None:
             raise ConfigError(f"{cfg.algo} needs a base policy")
         kw = dict(bound=cfg.bound, latent_mode=cfg.latent_mode, latent_dim=cfg.latent_dim, gamma=cfg.gamma,
-                  use_env_state=cfg.use_env_state, projection_seed=cfg.seed)
+                  use_env_state=cfg.use_env_state, projection_seed=cfg.seed, warmup_noise=cfg.warmup_noise)
         train_env = LatentNoiseEnv(make_env(), policy, **kw)
         eval_env = LatentNoiseEnv(make_env(), policy, check_determinism=False, **kw)
         gamma = train_env.chunk_discount
@@ -179,7 +188,9 @@ def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, g
              base_config: Mapping[str, Any] | None) -> dict[str, Any]:
     settings = SACSettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.batch_size, tau=cfg.tau, gamma=gamma,
                            n_critics=cfg.n_critics, utd=cfg.utd, learning_starts=cfg.learning_starts,
-                           buffer_size=cfg.buffer_size, init_temperature=cfg.init_temperature)
+                           buffer_size=cfg.buffer_size, init_temperature=cfg.init_temperature,
+                           target_entropy=cfg.target_entropy if cfg.target_entropy == "auto"
+                           else float(cfg.target_entropy))
     model = build_sac(train_env, settings, cfg.seed, str(out / "tb"))
     ckpt = out / "checkpoint"
     counters = None

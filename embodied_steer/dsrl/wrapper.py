@@ -37,6 +37,36 @@ from embodied_steer.dsrl.latent import LatentMode, LatentNoiseMap
 from embodied_steer.sim.base import to_observation
 
 
+WARMUP_NOISE = ("base", "uniform")
+
+
+class LatentBox(gym.spaces.Box):
+    """The latent action space ``[-b, b]^d`` whose :meth:`sample` can be the base policy's own noise.
+
+    With ``warmup="base"`` a sample is a standard normal latent clipped to the box: every latent
+    mode maps ``N(0, I)`` to noise of unit variance, so random actions reproduce the frozen
+    policy's own behaviour (up to the clipping) instead of a uniform draw over the box, which the
+    policy never saw. This is what an SB3 agent executes before ``learning_starts`` (the published
+    DSRL collects its first rollouts with the base policy the same way).
+    """
+
+    def __init__(self, bound: float, shape: tuple[int, ...], warmup: str = "base") -> None:
+        if warmup not in WARMUP_NOISE:
+            raise ConfigError(f"warmup_noise must be one of {WARMUP_NOISE}, got {warmup!r}")
+        super().__init__(-bound, bound, shape, np.float32)
+        self.bound = float(bound)
+        self.warmup = warmup
+
+    def sample(self, mask: Any = None, probability: Any = None) -> np.ndarray:
+        return self.draw(self.np_random)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One latent from ``rng`` (the warm-up distribution)."""
+        if self.warmup == "uniform":
+            return rng.uniform(-self.bound, self.bound, self.shape).astype(np.float32)
+        return np.clip(rng.standard_normal(self.shape), -self.bound, self.bound).astype(np.float32)
+
+
 def check_action_dims(env: gym.Env, policy: SteerablePolicy) -> None:
     """Raise :class:`ConfigError` when the policy's action dimension differs from the environment's."""
     env_dim = int(np.prod(env.action_space.shape))
@@ -60,6 +90,9 @@ class LatentNoiseEnv(gym.Env):
         execute_steps: actions executed per chunk (default: the policy's).
         check_determinism: at the first reset, decode the same noise twice and require equal
             actions (a DDPM sampler or any other stochastic sampler fails this).
+        warmup_noise: what ``action_space.sample()`` draws (the agent's random warm-up actions):
+            ``"base"`` the base policy's own noise clipped to the box, or ``"uniform"`` over it
+            (see :class:`LatentBox`).
     """
 
     metadata = {"render_modes": []}
@@ -77,6 +110,7 @@ class LatentNoiseEnv(gym.Env):
         execute_steps: int | None = None,
         check_determinism: bool = True,
         projection_seed: int = 0,
+        warmup_noise: str = "base",
     ) -> None:
         policy.require(InterventionPoint.NOISE, "DSRL (latent-noise RL)")
         check_action_dims(env, policy)
@@ -90,7 +124,7 @@ class LatentNoiseEnv(gym.Env):
             raise ConfigError(f"execute_steps must be in [1, {policy.info.chunk_size}], got {self.execute_steps}")
         self.latent = LatentNoiseMap(policy.noise_spec, latent_mode, bound, latent_dim, projection_seed)
         self.features = ObsFeatures.for_env(env.observation_space, policy.history_length, use_env_state)
-        self.action_space = gym.spaces.Box(-self.latent.bound, self.latent.bound, self.latent.shape, np.float32)
+        self.action_space = LatentBox(self.latent.bound, self.latent.shape, warmup_noise)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.dim,), np.float32)
         self._check_determinism = check_determinism
         self._frames: collections.deque[np.ndarray] = collections.deque(maxlen=self.features.history)
