@@ -218,7 +218,8 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
     def per_class(m):
         return {LABELS[i]: (float(m[i, i] / m[i].sum()) if m[i].sum() else None) for i in range(4)}
     return {"driver": driver, "estimator": estimator, "human_std": human_std, "convolve": convolve,
-            "separation_min": separation_min, "silhouette_min": silhouette_min, "option_gap_min": option_gap_min, "seed0": seed0, "episodes": episodes, "samples": samples, "stride": stride,
+            "separation_min": separation_min, "silhouette_min": silhouette_min, "option_gap_min": option_gap_min,
+            "seed0": seed0, "episodes": episodes, "samples": samples, "stride": stride,
             "success_rate": successes / episodes, "excluded_transition_steps": excluded,
             "confusion_raw": raw.tolist(), "confusion_hysteresis": smooth.tolist(),
             "per_class_raw": per_class(raw), "per_class_hysteresis": per_class(smooth),
