@@ -13,6 +13,9 @@ Parts (``--parts`` to choose):
                horizon 12, 7 action dims, per estimator; policy sampling time of the shipped
                checkpoints (``generate(50)``) separately.
 ``fork``       the shipped nav policy's samples around the fork (share turning up / down per x).
+``tune``       re-score the states and samples saved by ``confusion --dump`` (tuning seeds, 2000..)
+               for several ``silhouette_min`` values; picks the one whose worst per-class accuracy
+               over the drivers is highest (ties: highest mean). Needs no policy sampling.
 ``confusion``  recommended vs ground-truth assistance type on ``nav_ambiguity`` with the shipped
                ``checkpoints/nav_diffusion``: the monitor is queried at every step of held-out
                episodes (seeds 1000..) driven by the scripted demonstrator (``expert`` driver: the
@@ -128,7 +131,9 @@ def bench_latency(calls: int, rng: np.random.Generator) -> dict:
 
 def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fig_dir: Path | None,
                     stride: int = 1, human_std: float = 0.05, convolve: bool = False, seed0: int = 1000,
-                    separation_min: float = 4.0) -> dict:
+                    separation_min: float = 4.0, dump: Path | None = None,
+                    silhouette_min: float = AssistConfig.silhouette_min,
+                    option_gap_min: float = AssistConfig.option_gap_min) -> dict:
     from embodied_steer.adapters.lerobot_diffusion import LeRobotDiffusionPolicy
     from embodied_steer.realm.monitor import MonitorRecord, plot_assistance
     from embodied_steer.sim.base import to_observation
@@ -139,13 +144,15 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
                                                     action_low=[-1, -1], action_high=[1, 1])
     expert = NavDemonstrator(seed=12345)
     lim = EntropyLimits.from_noise(human_std, 2, ActionBounds.symmetric(2))
-    cfg = AssistConfig(estimator=estimator, human_std=human_std, convolve=convolve, separation_min=separation_min)
+    cfg = AssistConfig(estimator=estimator, human_std=human_std, convolve=convolve, separation_min=separation_min,
+                       silhouette_min=silhouette_min, option_gap_min=option_gap_min)
     raw = np.zeros((4, 4), int)
     smooth = np.zeros((4, 4), int)
     excluded = 0
     successes = 0
     mistakes: list[dict] = []
     est_ms, smp_ms = [], []
+    dumped: dict[str, list] = {"samples": [], "truth": [], "x": [], "y": [], "episode": [], "t": []}
     for ep in range(episodes):
         obs_d, info = env.reset(seed=seed0 + ep)
         policy.reset()
@@ -171,6 +178,10 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
             smp_ms.append(1e3 * (t1 - t0))
             est_ms.append(1e3 * (t2 - t1))
             mode = rec.update(a.value)
+            if dump is not None:  # queried states and their samples, to re-score estimator settings offline
+                for key, v in (("samples", s), ("truth", truth), ("x", obs_d["state"][0]), ("y", obs_d["state"][1]),
+                               ("episode", ep), ("t", t)):
+                    dumped[key].append(v)
             if truth == "transition":
                 excluded += 1
             else:
@@ -199,15 +210,52 @@ def bench_confusion(episodes: int, samples: int, driver: str, estimator: str, fi
         if records:
             plot_assistance(records, fig_dir / f"realm_nav_{driver}_episode0.png", x=xs, xlabel="robot x (m)",
                             title=f"nav_ambiguity, {driver}-driven episode (seed {seed0}), {estimator}, human_std={human_std}")
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dump, **{k: np.asarray(v) for k, v in dumped.items()}, driver=driver,
+                            seed0=seed0, human_std=human_std)
+
     def per_class(m):
         return {LABELS[i]: (float(m[i, i] / m[i].sum()) if m[i].sum() else None) for i in range(4)}
     return {"driver": driver, "estimator": estimator, "human_std": human_std, "convolve": convolve,
-            "separation_min": separation_min, "seed0": seed0, "episodes": episodes, "samples": samples, "stride": stride,
+            "separation_min": separation_min, "silhouette_min": silhouette_min, "option_gap_min": option_gap_min,
+            "seed0": seed0, "episodes": episodes, "samples": samples, "stride": stride,
             "success_rate": successes / episodes, "excluded_transition_steps": excluded,
             "confusion_raw": raw.tolist(), "confusion_hysteresis": smooth.tolist(),
             "per_class_raw": per_class(raw), "per_class_hysteresis": per_class(smooth),
             "estimate_ms_median": float(np.median(est_ms)), "sample_ms_median": float(np.median(smp_ms)),
             "mistakes_raw": mistakes}
+
+
+def score_dump(path: Path, cfg: AssistConfig) -> np.ndarray:
+    """Raw ``argmax V`` confusion matrix ``(4, 4)`` of the states saved by ``bench_confusion(dump=…)``."""
+    d = np.load(path)
+    lim = EntropyLimits.from_noise(float(d["human_std"]), 2, ActionBounds.symmetric(2))
+    m = np.zeros((4, 4), int)
+    for truth, s in zip(d["truth"], d["samples"]):
+        if truth != "transition":
+            m[LABELS.index(str(truth)), LABELS.index(assess(s, lim, cfg).best.value)] += 1
+    return m
+
+
+def bench_tune(prefixes: list[str], drivers: list[str], silhouettes: list[float], estimator: str,
+               human_std: float, separation_min: float, option_gap_min: float) -> dict:
+    """Per-class accuracy for each ``silhouette_min`` on saved tuning states, pooled over ``prefixes``."""
+    rows = []
+    for sil in silhouettes:
+        cfg = AssistConfig(estimator=estimator, human_std=human_std, separation_min=separation_min, silhouette_min=sil,
+                           option_gap_min=option_gap_min)
+        row = {"silhouette_min": sil}
+        for driver in drivers:
+            m = sum(score_dump(Path(f"{p}_{driver}.npz"), cfg) for p in prefixes)
+            row[driver] = {LABELS[i]: float(m[i, i] / m[i].sum()) for i in range(4)}
+            row[driver + "_counts"] = m.tolist()
+        accs = [v for d in drivers for v in row[d].values()]
+        row["worst"], row["mean"] = min(accs), float(np.mean(accs))
+        rows.append(row)
+    best = max(rows, key=lambda r: (r["worst"], r["mean"]))
+    return {"prefixes": prefixes, "drivers": drivers, "option_gap_min": option_gap_min, "rows": rows,
+            "chosen": best["silhouette_min"]}
 
 
 def bench_fork_probe(samples: int, checkpoint: Path) -> list[dict]:
@@ -279,6 +327,15 @@ def main() -> None:
     ap.add_argument("--seed0", type=int, default=1000,
                     help="first episode seed (evaluation: 1000; settings were chosen on 2000..)")
     ap.add_argument("--separation-min", type=float, default=4.0, help="AssistConfig.separation_min")
+    ap.add_argument("--dump", default=None,
+                    help="confusion: save each driver's queried states and samples to DUMP_<driver>.npz")
+    ap.add_argument("--silhouette-min", type=float, default=AssistConfig.silhouette_min,
+                    help="AssistConfig.silhouette_min (default: the library's, tuned on seeds 2000-2019)")
+    ap.add_argument("--option-gap-min", type=float, default=AssistConfig.option_gap_min,
+                    help="AssistConfig.option_gap_min (default 2*sqrt(3), from the closed form; 0 = off)")
+    ap.add_argument("--tune-dumps", default="outputs/tune/s2000,outputs/tune/s2010",
+                    help="tune: comma-separated --dump prefixes recorded on tuning seeds")
+    ap.add_argument("--tune-silhouettes", default="0.35,0.4,0.45,0.5,0.55,0.6,0.65")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -300,11 +357,24 @@ def main() -> None:
         print("| x (m) | share with abs(vy) > 0.6 at chunk steps 0..5 | up | down |\n|---:|---|---:|---:|")
         for r in result["fork"]:
             print(f"| {r['x']:.3f} | {' '.join(f'{v:.2f}' for v in r['turning_per_step'])} | {r['up']:.2f} | {r['down']:.2f} |")
+    if "tune" in parts:
+        drivers = args.drivers.split(",")
+        result["tune"] = bench_tune(args.tune_dumps.split(","), drivers,
+                                    [float(v) for v in args.tune_silhouettes.split(",")], args.estimator,
+                                    args.human_std, args.separation_min, args.option_gap_min)
+        print("| silhouette_min | " + " | ".join(f"{d}: " + " / ".join(LABELS) for d in drivers) + " | worst |")
+        print("|---:|" + "---|" * len(drivers) + "---:|")
+        for r in result["tune"]["rows"]:
+            cells = [" / ".join(f"{100 * r[d][c]:.1f}" for c in LABELS) for d in drivers]
+            print(f"| {r['silhouette_min']:.2f} | " + " | ".join(cells) + f" | {100 * r['worst']:.1f} |")
+        print(f"chosen silhouette_min: {result['tune']['chosen']}")
     if "confusion" in parts:
         result["confusion"] = []
         for driver in args.drivers.split(","):
             r = bench_confusion(args.episodes, args.samples, driver, args.estimator, fig_dir, args.stride,
-                                args.human_std, args.convolve, args.seed0, args.separation_min)
+                                args.human_std, args.convolve, args.seed0, args.separation_min,
+                                Path(f"{args.dump}_{driver}.npz") if args.dump else None, args.silhouette_min,
+                                args.option_gap_min)
             result["confusion"].append(r)
             print(f"\n{driver}-driven, estimator {args.estimator}, human_std {args.human_std}: success {r['success_rate']:.2f}, "
                   f"excluded {r['excluded_transition_steps']}, estimate {r['estimate_ms_median']:.2f} ms, "

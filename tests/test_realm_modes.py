@@ -210,10 +210,14 @@ def test_overlapping_options_use_the_direct_estimate(rng):
     lim = wide_limits(2)
     x = rng.normal(0.0, 0.01, (N, T, 2))
     x[..., 1] += np.where(np.arange(N) % 2 == 0, 0.1, -0.1)[:, None]
-    a = assess(x, lim, AssistConfig(human_std=WIDE))
+    a = assess(x, lim, AssistConfig(human_std=WIDE, option_gap_min=0.0))
     assert len(a.options.probs) == 2  # k-means does see two clusters …
     assert a.expected[Mode.NONE] == pytest.approx(lim.total_floor)  # … but they are within the noise
     assert a.best is Mode.NONE
+    # with the gap test on (default), modes at ±0.08 are not even offered as options: their mean
+    # chunks are 0.16·√12 = 0.55 apart, 2.8 human stds, less than the halves of one blob (2√3)
+    d = assess(0.8 * x, lim, AssistConfig(human_std=WIDE))
+    assert len(d.options.probs) == 1 and d.best is Mode.NONE
 
 
 def test_options_separated_only_late_in_the_chunk(rng):
@@ -288,3 +292,74 @@ def test_options_merged_where_they_overlap(rng):
     assert np.allclose(h[:3], lim.total_floor, atol=0.05)  # everyone still together
     assert np.all(h[6:] > lim.total_floor + np.log(2) - 0.05)  # up (merged) vs down
     assert a.best is Mode.DISCRETE
+
+
+# -------------------------------------------------------------- options of a policy that hesitates
+FORK_STD = 0.2  # the nav benchmark's human noise (floor)
+
+
+def turn_timing_fork(rng, n=N, t=6):
+    """Chunks of a policy in front of a fork: straight on at 0.35 m/step, then turning up (half the
+    samples) or down (the other half), starting at step 3, 4 or 5, reaching a turn rate of 0.5–1
+    over two steps; 0.05 noise. Up and down are the options; the start step is not."""
+    x = np.zeros((n, t, 2))
+    x[..., 0] = 0.35
+    side = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    start, rate = rng.integers(3, 6, n), rng.uniform(0.5, 1.0, n)
+    x[..., 1] = (side * rate)[:, None] * np.clip((np.arange(t)[None] - start[:, None] + 1) / 2, 0.0, 1.0)
+    return x + rng.normal(0.0, 0.05, x.shape)
+
+
+def continuous_turn_family(rng, n=N, t=6):
+    """One continuous family: every sample turns at its own constant rate, rate ~ N(0, 0.4²)."""
+    x = rng.normal(0.0, 0.05, (n, t, 2))
+    x[..., 0] += 0.35
+    x[..., 1] += rng.normal(0.0, 0.4, (n, 1))
+    return x
+
+
+def test_turns_up_or_down_at_different_steps_are_two_options():
+    lim = EntropyLimits.from_noise(FORK_STD, 2, ActionBounds.symmetric(2))
+    old_misses = 0
+    for seed in range(6):
+        x = turn_timing_fork(np.random.default_rng(seed))
+        a = assess(x, lim, AssistConfig(human_std=FORK_STD))
+        assert len(a.options.probs) == 2 and a.best is Mode.DISCRETE, f"seed {seed}"
+        ups = a.options.means[:, -1, 1] > 0  # each option is one side, whatever the turn's start
+        assert ups.sum() == 1
+        assert np.array_equal(a.options.labels == int(np.argmax(ups)), np.arange(N) % 2 == 0)
+        old = assess(x, lim, AssistConfig(human_std=FORK_STD, silhouette_min=0.6))
+        old_misses += len(old.options.probs) == 1
+    assert old_misses >= 3  # the former threshold missed most of these sets
+
+
+def test_a_continuous_spread_is_not_cut_into_options():
+    lim = EntropyLimits.from_noise(FORK_STD, 2, ActionBounds.symmetric(2))
+    found, found_without_gap, correction = 0, 0, 0
+    for seed in range(10):
+        x = continuous_turn_family(np.random.default_rng(seed))
+        a = assess(x, lim, AssistConfig(human_std=FORK_STD))
+        found += len(a.options.probs) > 1
+        correction += a.best is Mode.CORRECTION
+        found_without_gap += len(assess(x, lim, AssistConfig(human_std=FORK_STD, option_gap_min=0.0)).options.probs) > 1
+    assert found_without_gap >= 8  # k-means + silhouette alone cut the family into "options" …
+    assert found <= 2 and correction >= 8  # … the gap test keeps it one spread, fixed by a correction
+
+
+def test_option_gaps_closed_form(rng):
+    """Halves of a symmetric unimodal spread: gap 2√3 for a uniform (the bound), 2·0.798/0.603 ≈ 2.65
+    for a Gaussian; two tight options 1.0 apart under a 0.2 floor: 1.0 / 0.2 = 5."""
+    from embodied_steer.realm.modes import UNIMODAL_SPLIT_GAP, option_gaps
+
+    tiny = np.array([1e-6])
+    u = rng.uniform(-1.0, 1.0, (20000, 1))
+    assert option_gaps(u, (u[:, 0] > 0).astype(int), 2, tiny)[0, 1] == pytest.approx(UNIMODAL_SPLIT_GAP, rel=0.02)
+    g = rng.normal(0.0, 1.0, (20000, 1))
+    gap_g = 2 * np.sqrt(2 / np.pi) / np.sqrt(1 - 2 / np.pi)
+    assert option_gaps(g, (g[:, 0] > 0).astype(int), 2, tiny)[0, 1] == pytest.approx(gap_g, rel=0.02)
+    labels = np.arange(50) % 2
+    two = (labels - 0.5)[:, None] + rng.normal(0.0, 0.01, (50, 1))
+    gaps = option_gaps(two, labels, 2, np.array([0.2]))
+    assert gaps[0, 1] == pytest.approx(5.0, rel=0.02) and np.isinf(gaps[0, 0])
+    with pytest.raises(ValueError, match="option_gap_min"):
+        AssistConfig(option_gap_min=-1.0)

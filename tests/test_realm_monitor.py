@@ -78,6 +78,15 @@ def test_monitor_needs_samples_point():
         AssistanceMonitor(LiftExpert(seed=0))
 
 
+def test_assist_settings_reach_the_option_rules(policy, tmp_path):
+    from embodied_steer.realm.monitor import monitor_from_settings
+
+    m = monitor_from_settings({"enabled": True, "silhouette_min": 0.7, "option_gap_min": 5.0}, policy, tmp_path)
+    assert m.config.silhouette_min == 0.7 and m.config.option_gap_min == 5.0
+    with pytest.raises(ValueError, match="option_gap_min"):
+        monitor_from_settings({"enabled": True, "option_gap_min": -1.0}, policy, tmp_path)
+
+
 @pytest.mark.slow
 def test_cli_eval_logs_assist(tmp_path):
     """`embodied-steer eval ... assist.enabled=true` writes assist.jsonl, a summary and plots."""

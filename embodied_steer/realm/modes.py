@@ -6,7 +6,8 @@ per time step, averaged over the ``T`` steps of the chunk) of each mode ``m``:
 ``none``        the forecast as it is: ``mean_t H(a_t)``.
 ``teleop``      the human drives: the floor (human input noise) at every step.
 ``discrete``    the sampled trajectories are clustered into ``k`` options (k-means on the flattened
-                chunks, ``k`` chosen by silhouette; ``k = 1`` when no clear clusters exist); the
+                chunks, ``k`` chosen by silhouette; ``k = 1`` when no clear clusters exist, or when
+                the clusters are closer than a cut continuous spread would be); the
                 human picks option ``c`` with probability ``p_c`` (its share of samples):
                 ``Σ_c p_c · max(H(cluster c), floor)``; clusters smaller than ``min_cluster`` get
                 the floor.
@@ -54,6 +55,12 @@ class Mode(str, enum.Enum):
     TELEOP = "teleop"
 
 
+UNIMODAL_SPLIT_GAP = 2.0 * np.sqrt(3.0)
+"""Largest gap (in within-half stds) between the means of the two halves of a symmetric unimodal
+distribution cut at its mode: ``2 E|X| / sqrt(Var(X | half))``, which is ``2√3`` for a uniform
+and less for every other symmetric unimodal law (Khinchine: ``X = U·Z``, then Jensen)."""
+
+
 DEFAULT_ALPHA = {Mode.NONE: 1.0, Mode.DISCRETE: 0.9, Mode.CORRECTION: 0.7, Mode.TELEOP: 0.4}
 
 
@@ -67,7 +74,13 @@ class AssistConfig:
         alpha: effort penalty ``α_m`` per mode (multiplies the likelihood; 1 = no effort).
         temperature: ``τ`` in nats; ``None``: mean per-dimension ceiling − floor (1.0 without bounds).
         k_max: most discrete options to offer.
-        silhouette_min: smallest mean silhouette for clusters to count as distinct options.
+        silhouette_min: smallest mean silhouette for clusters to count as distinct options. 0.5 was
+            tuned on the nav benchmark's tuning seeds (2000–2019; `bench_realm.py --parts tune`):
+            a policy whose samples turn up or down a step or two earlier or later gives option
+            clusters with silhouettes of 0.5–0.6, which the former 0.6 missed.
+        option_gap_min: smallest gap between two options' mean chunks, in stds along the line joining
+            them (:func:`option_gaps`). Default ``2√3``: the widest gap that cutting a symmetric
+            unimodal spread in two can give, so a continuous spread is not offered as options.
         min_cluster: fraction of ``N`` below which a cluster is "tiny" and gets the floor.
         correction_dims: principal directions the human corrects per step.
         separation_min: options count as separated at a step when their means are at least this many
@@ -87,7 +100,8 @@ class AssistConfig:
     alpha: dict[Mode, float] = field(default_factory=lambda: dict(DEFAULT_ALPHA))
     temperature: float | None = None
     k_max: int = 3
-    silhouette_min: float = 0.6
+    silhouette_min: float = 0.5
+    option_gap_min: float = float(UNIMODAL_SPLIT_GAP)
     min_cluster: float = 0.1
     correction_dims: int = 1
     separation_min: float = 4.0
@@ -101,6 +115,8 @@ class AssistConfig:
             raise ValueError(f"alpha needs a value for every mode; missing {sorted(m.value for m in missing)}")
         if any(not 0 < v <= 1 for v in self.alpha.values()):
             raise ValueError(f"alpha values must be in (0, 1], got {self.alpha}")
+        if not self.option_gap_min >= 0:
+            raise ValueError(f"option_gap_min must be >= 0, got {self.option_gap_min}")
         if not self.separation_min > 0:
             raise ValueError(f"separation_min must be > 0, got {self.separation_min}")
         if not 0 <= self.min_cluster < 1:
@@ -209,9 +225,47 @@ def _silhouette(dist: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(s))
 
 
-def discrete_options(x: np.ndarray, cfg: AssistConfig) -> DiscreteOptions:
-    """Cluster chunks ``x`` ``(N, T, D)`` into options; ``k = 1`` unless clusters are distinct."""
-    n = x.shape[0]
+def option_gaps(flat: np.ndarray, labels: np.ndarray, k: int, human_std: np.ndarray) -> np.ndarray:
+    """Gap between every pair of the ``k`` clusters of ``flat`` ``(N, F)``, in stds: ``(k, k)``,
+    ``inf`` on the diagonal.
+
+    Gap = distance between the two cluster means divided by the std along the line joining them,
+    the std being the largest of the human noise (``human_std`` ``(F,)``) and the two clusters' own
+    spreads along that line. A symmetric unimodal spread cut at its mode has a gap of at most
+    :data:`UNIMODAL_SPLIT_GAP` (up to sampling error); real options have wider gaps.
+    """
+    onehot = np.eye(k)[labels]  # (N, k)
+    counts = np.maximum(onehot.sum(0), 1.0)
+    means = (onehot.T @ flat) / counts[:, None]  # (k, F)
+    resid = flat - means[labels]
+    gaps = np.full((k, k), np.inf)
+    for i in range(k):  # k <= k_max: a handful of pairs
+        for j in range(i + 1, k):
+            delta = means[i] - means[j]
+            dist = float(np.linalg.norm(delta))
+            u = delta / max(dist, 1e-12)
+            var = float((u**2 * human_std**2).sum())
+            proj2 = (resid @ u) ** 2
+            for c in (i, j):
+                var = max(var, float(onehot[:, c] @ proj2 / counts[c]))
+            gaps[i, j] = gaps[j, i] = dist / np.sqrt(var)
+    return gaps
+
+
+def discrete_options(x: np.ndarray, cfg: AssistConfig, human_std: np.ndarray | None = None) -> DiscreteOptions:
+    """Cluster chunks ``x`` ``(N, T, D)`` into options; ``k = 1`` unless clusters are distinct.
+
+    k-means on the flattened chunks for ``k = 2 … k_max``; a clustering counts as options when its
+    mean silhouette is at least ``cfg.silhouette_min`` *and* every pair of clusters is further
+    apart than ``cfg.option_gap_min`` stds along the line joining their mean chunks (see
+    :func:`option_gaps`; ``human_std`` ``(D,)``, default ``cfg.human_std``). The first test
+    rejects high-dimensional noise that k-means can always cut; the second rejects a continuous
+    1-D spread cut in two, which the silhouette does not (halves of a Gaussian: silhouette 0.56,
+    gap 2.65; of a uniform: 0.63 and 2√3 — at the bound, so with N samples a uniform spread is
+    still cut about half the time). Of the clusterings that pass, the one with the highest
+    silhouette is kept.
+    """
+    n, t, d = x.shape
     flat = x.reshape(n, -1)
     single = DiscreteOptions(x.mean(0, keepdims=True), np.ones(1), np.zeros(n, dtype=int), float("nan"))
     if n < 4 or cfg.k_max < 2:
@@ -220,12 +274,14 @@ def discrete_options(x: np.ndarray, cfg: AssistConfig) -> DiscreteOptions:
     dist = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * flat @ flat.T, 0.0))
     if dist.max() <= 1e-9:
         return single
+    std = np.broadcast_to(np.asarray(cfg.human_std if human_std is None else human_std, np.float64), (d,))
+    std_flat = np.tile(std, t)  # (T·D,) the human noise of every entry of a flattened chunk
     rng = np.random.default_rng(cfg.seed)
     best = (cfg.silhouette_min, None, 1)
     for k in range(2, min(cfg.k_max, n // 2) + 1):
         labels = _kmeans(flat, k, rng)
         s = _silhouette(dist, labels, k)
-        if s > best[0]:
+        if s > best[0] and option_gaps(flat, labels, k, std_flat).min() > cfg.option_gap_min:
             best = (s, labels, k)
     score, labels, k = best
     if labels is None:
@@ -350,7 +406,7 @@ def expected_entropies(x: np.ndarray, limits: EntropyLimits, cfg: AssistConfig
     if cfg.convolve:  # what the human can resolve: the samples blurred by the human's own noise
         x = x + limits.human_std * np.random.default_rng(cfg.seed + 1).standard_normal(x.shape)
     floor = limits.total_floor
-    options = discrete_options(x_raw, cfg)
+    options = discrete_options(x_raw, cfg, limits.human_std)
     h_none, h_chosen = floored_entropy(x, options, limits, cfg)
     none = float(h_none.mean())
     dirs = correction_directions(x_raw, cfg.correction_dims)

@@ -256,7 +256,7 @@ def plot_assistance(records: Sequence[MonitorRecord], path: str | Path, *, title
 
 
 ASSIST_KEYS = {"enabled", "samples", "estimator", "human_std", "alpha", "temperature", "k_max", "silhouette_min",
-               "min_cluster", "correction_dims", "margin", "patience", "seed", "plot_episodes"}
+               "option_gap_min", "min_cluster", "correction_dims", "margin", "patience", "seed", "plot_episodes"}
 
 
 def monitor_from_settings(settings: Any, policy: SteerablePolicy, output_dir: str | Path) -> AssistanceMonitor | None:
@@ -268,8 +268,8 @@ def monitor_from_settings(settings: Any, policy: SteerablePolicy, output_dir: st
         raise ValueError(f"unknown assist settings {sorted(unknown)}; known: {sorted(ASSIST_KEYS)}")
     if not s.get("enabled", False):
         return None
-    fields = {k: s[k] for k in ("estimator", "human_std", "temperature", "k_max", "silhouette_min", "min_cluster",
-                                "correction_dims", "seed") if s.get(k) is not None}
+    fields = {k: s[k] for k in ("estimator", "human_std", "temperature", "k_max", "silhouette_min", "option_gap_min",
+                                "min_cluster", "correction_dims", "seed") if s.get(k) is not None}
     if s.get("alpha") is not None:
         fields["alpha"] = {**AssistConfig().alpha, **{Mode(k): float(v) for k, v in dict(s["alpha"]).items()}}
     if isinstance(fields.get("human_std"), (list, tuple)):
