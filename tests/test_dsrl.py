@@ -282,6 +282,34 @@ def test_na_noise_backup_bootstraps_from_the_noise_critic_without_decoding():
         DSRLNA(env.features.dim, 8, env.latent, no_decode, NASettings(hidden=[8], backup="both"), 0)
 
 
+def test_na_base_prior_pulls_the_actor_to_the_base_noise_at_a_fixed_temperature():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode,
+                   NASettings(hidden=[32, 32], batch_size=16, prior="base", init_temperature=0.5), 0)
+    obs = na_batch()["obs"]
+    torch.manual_seed(3)
+    loss, log_prob = agent.actor_loss(obs)
+    torch.manual_seed(3)
+    w, same_log_prob = agent.actor(obs)
+    kl = same_log_prob + 0.5 * w.pow(2).sum(-1) + 4 * math.log(2 * math.pi)  # 8-dim latent
+    expected = (0.5 * kl - agent.q_w(obs, w).min(0).values).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # starting from a flat noise critic, the prior moves the actor's mean towards zero noise; alpha stays put
+    with torch.no_grad():
+        agent.actor.mu.bias.fill_(1.0)
+        for p in agent.q_w.parameters():
+            p.zero_()
+    start = agent.actor.deterministic(obs).abs().mean().item()
+    for _ in range(150):
+        agent.update(na_batch())
+    assert agent.actor.deterministic(obs).abs().mean().item() < 0.5 * start
+    assert agent.log_alpha.exp().item() == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="na_prior"):
+        DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], prior="uniform"), 0)
+
+
 def test_na_distillation_decodes_only_decode_batch_states():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

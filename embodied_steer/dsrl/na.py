@@ -22,8 +22,10 @@ One update (all networks are LayerNorm MLPs; the ``Q`` ensembles use a min over 
    box (a ``distill_actor_share`` of them drawn from ``π_W`` instead, so that ``Q_W`` is also fitted
    where the actor acts — with ``N(0, I)`` alone a 112-dim actor can drift to the box's corners,
    where ``Q_W`` only extrapolates), ``Σ_i (Q_W,i(s, w) − min_j Q_A,j(s, π_dp(s, w)))²``.
-3. actor: ``α log π_W(w|s) − min_i Q_W,i(s, w)``, ``w ~ π_W`` (reparameterised, ``b · tanh``).
-4. temperature: ``−log α · (log π + H̄)``, ``H̄ = −latent_dim`` unless set.
+3. actor: ``α log π_W(w|s) − min_i Q_W,i(s, w)``, ``w ~ π_W`` (reparameterised, ``b · tanh``);
+   with ``prior="base"`` the entropy term becomes ``α (log π_W(w|s) − log N(w; 0, I))``, i.e. a
+   KL penalty towards the base policy's own noise, at a fixed ``α``.
+4. temperature (``prior="none"`` only): ``−log α · (log π + H̄)``, ``H̄ = −latent_dim`` unless set.
 5. Polyak updates of ``Q̄_A`` and ``Q̄_W``.
 
 The decodes through the base policy (step 2, and step 1 with the action backup) are the expensive
@@ -159,6 +161,7 @@ def pad_chunk(executed: np.ndarray, k: int, action_dim: int) -> np.ndarray:
 
 # =========================================================================== the learner
 NA_BACKUPS = ("action", "noise")
+NA_PRIORS = ("none", "base")
 
 
 @dataclass
@@ -183,6 +186,11 @@ class NASettings:
     init_temperature: float = 1.0
     target_entropy: float | None = None
     """Entropy the temperature is tuned towards; ``None``: ``-latent_dim`` (SAC's default)."""
+    prior: str = "none"
+    """``"none"``: SAC's entropy bonus, temperature tuned automatically; ``"base"``: the actor pays
+    ``α · KL(π_W(·|s) ‖ N(0, I))`` — the base policy's own noise — with ``α`` fixed at
+    ``init_temperature``, so it leaves the noise the base policy was trained on only where the
+    critic says it pays."""
 
 
 class DSRLNA:
@@ -192,6 +200,8 @@ class DSRLNA:
                  seed: int = 0) -> None:
         if not 0.0 <= settings.distill_actor_share <= 1.0:
             raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
+        if settings.prior not in NA_PRIORS:
+            raise ConfigError(f"na_prior must be one of {NA_PRIORS}, got {settings.prior!r}")
         if settings.backup not in NA_BACKUPS:
             raise ConfigError(f"na_backup must be one of {NA_BACKUPS}, got {settings.backup!r}")
         torch.manual_seed(seed)
@@ -257,7 +267,10 @@ class DSRLNA:
         """Actor loss over noise (step 3) and the log-probabilities it used."""
         w, log_prob = self.actor(obs)
         alpha = self.log_alpha.exp().detach()
-        return (alpha * log_prob - self.q_w(obs, w).min(0).values).mean(), log_prob
+        regulariser = log_prob
+        if self.s.prior == "base":  # KL(π_W ‖ N(0, I)) instead of −entropy: stay near the base noise
+            regulariser = log_prob + 0.5 * w.pow(2).sum(-1) + 0.5 * w.shape[-1] * math.log(2 * math.pi)
+        return (alpha * regulariser - self.q_w(obs, w).min(0).values).mean(), log_prob
 
     def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         stats = {}
@@ -271,10 +284,11 @@ class DSRLNA:
         self.opt["actor"].zero_grad()
         loss.backward()
         self.opt["actor"].step()
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        self.opt["alpha"].zero_grad()
-        alpha_loss.backward()
-        self.opt["alpha"].step()
+        if self.s.prior == "none":  # with the base-noise prior the temperature stays fixed
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self.opt["alpha"].zero_grad()
+            alpha_loss.backward()
+            self.opt["alpha"].step()
         with torch.no_grad():
             for net, target in ((self.q_a, self.q_a_target), (self.q_w, self.q_w_target)):
                 for p, tp in zip(net.parameters(), target.parameters()):
@@ -370,7 +384,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
     backup = cfg.na_backup
     settings = NASettings(hidden=list(cfg.hidden), lr=cfg.lr, tau=cfg.tau, backup=backup,
                           batch_size=cfg.na_decode_batch if backup == "action" else max(cfg.batch_size, cfg.na_decode_batch),
-                          decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share,
+                          decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share, prior=cfg.na_prior,
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
                           init_temperature=cfg.init_temperature,
                           target_entropy=None if cfg.target_entropy == "auto" else float(cfg.target_entropy))

@@ -69,6 +69,7 @@ class AdaptConfig:
     na_layernorm: bool = True
     na_backup: str = "action"
     na_distill_actor_share: float = 0.0
+    na_prior: str = "none"
     offline_dataset: str | None = None
     offline_updates: int = 0
 
