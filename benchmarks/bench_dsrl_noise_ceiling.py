@@ -63,7 +63,7 @@ def main() -> None:
     cfg = compose("eval", [f"env={args.env}", f"policy={args.policy}"])
     base = instantiate_env(cfg.env, fast_render=True)
     policy = instantiate_policy(cfg.policy, base)
-    env = LatentNoiseEnv(base, policy, bound=args.bound, check_determinism=False)
+    env = LatentNoiseEnv(base, policy, bound=args.bound, check_determinism=False, warmup_noise="base")
     shape = env.latent.shape
     rows = []
     t0 = time.perf_counter()
@@ -73,8 +73,7 @@ def main() -> None:
         rng = np.random.default_rng(seed)
         draws = []
         for _ in range(args.draws):
-            ok, _ = run_episode(env, seed, lambda: np.clip(rng.standard_normal(shape), -args.bound, args.bound)
-                                .astype(np.float32))
+            ok, _ = run_episode(env, seed, lambda: env.action_space.draw(rng))
             draws.append(bool(ok))
         rows.append({"seed": seed, "zero": bool(zero_ok), "zero_steps": zero_steps, "draws": draws})
         log.info("seed %d: zero %s, random %d/%d (%.0f s so far)", seed, zero_ok, sum(draws), len(draws),

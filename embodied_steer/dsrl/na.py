@@ -387,7 +387,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share, prior=cfg.na_prior,
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
                           init_temperature=cfg.init_temperature,
-                          target_entropy=None if cfg.target_entropy == "auto" else float(cfg.target_entropy))
+                          target_entropy=cfg.entropy_target)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None

@@ -73,17 +73,21 @@ class AdaptConfig:
     offline_dataset: str | None = None
     offline_updates: int = 0
 
+    @property
+    def entropy_target(self) -> float | None:
+        """``target_entropy`` as a number, ``None`` for ``"auto"`` (each algorithm's ``-latent_dim``)."""
+        return None if self.target_entropy == "auto" else float(self.target_entropy)
+
     def check(self) -> None:
         if self.algo not in ALGOS:
             raise ConfigError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         offline_only = self.algo == "dsrl_na" and self.offline_dataset and self.offline_updates > 0
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
-        if self.target_entropy != "auto":
-            try:
-                float(self.target_entropy)
-            except (TypeError, ValueError):
-                raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
+        try:
+            self.entropy_target
+        except (TypeError, ValueError):
+            raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
         for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -190,8 +194,7 @@ def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, g
     settings = SACSettings(hidden=list(cfg.hidden), lr=cfg.lr, batch_size=cfg.batch_size, tau=cfg.tau, gamma=gamma,
                            n_critics=cfg.n_critics, utd=cfg.utd, learning_starts=cfg.learning_starts,
                            buffer_size=cfg.buffer_size, init_temperature=cfg.init_temperature,
-                           target_entropy=cfg.target_entropy if cfg.target_entropy == "auto"
-                           else float(cfg.target_entropy))
+                           target_entropy="auto" if cfg.entropy_target is None else cfg.entropy_target)
     model = build_sac(train_env, settings, cfg.seed, str(out / "tb"))
     ckpt = out / "checkpoint"
     counters = None
