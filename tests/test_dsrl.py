@@ -326,6 +326,56 @@ def test_na_distillation_decodes_only_decode_batch_states():
     assert seen == [4] and np.isfinite(list(stats.values())).all()
 
 
+def test_episode_returns_are_known_only_for_terminated_episodes():
+    from embodied_steer.dsrl.na import ChunkReplay, episode_returns
+
+    rewards, discounts = np.array([0.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.5])
+    np.testing.assert_allclose(episode_returns(rewards, discounts, terminated=True), [0.25, 0.5, 1.0])
+    assert np.isnan(episode_returns(rewards, discounts, terminated=False)).all()  # cut by a time limit: unknown
+    replay = ChunkReplay(4, 2, 3)
+    slots = [replay.add(np.zeros(2), np.zeros(3), r, d, 0.0, np.zeros(2)) for r, d in zip(rewards, discounts)]
+    assert np.isnan(replay.data["mc_return"][:3]).all()
+    replay.set_mc_returns(slots, episode_returns(rewards, discounts, True))
+    np.testing.assert_allclose(replay.data["mc_return"][:3], [0.25, 0.5, 1.0])
+
+
+def test_na_mc_bound_floors_the_td_target_where_the_return_is_known():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16, mc_bound=True), 0)
+    batch = na_batch(terminal=1.0)  # TD target = the chunk reward
+    batch["mc_return"] = torch.full((16,), float("nan"))
+    batch["mc_return"][:8] = 10.0  # known and above the TD target: the floor applies
+    batch["mc_return"][8:12] = -10.0  # known and below it: TD wins
+    y = batch["reward"].clone()
+    y[:8] = 10.0
+    expected = ((agent.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
+    assert agent.critic_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    agent.s.mc_bound = False
+    plain = ((agent.q_a(batch["obs"], batch["action"]) - batch["reward"]) ** 2).mean()
+    assert agent.critic_loss(batch).item() == pytest.approx(plain.item(), rel=1e-5)
+
+
+def test_na_critic_utd_takes_extra_td_steps_on_fresh_minibatches():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode,
+                   NASettings(hidden=[32, 32], batch_size=16, critic_utd=3, backup="noise"), 0)
+    drawn = []
+
+    def more():
+        drawn.append(1)
+        return na_batch()
+
+    agent.update(na_batch(), more)
+    assert len(drawn) == 2 and agent.opt["q_a"].state[agent.q_a.nets[0][0].weight]["step"].item() == 3
+    assert agent.opt["q_w"].state[agent.q_w.nets[0][0].weight]["step"].item() == 1
+    with pytest.raises(ConfigError, match="na_critic_utd"):
+        DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], critic_utd=0), 0)
+
+
 def test_na_target_uses_the_minimum_of_the_ensemble():
     _, agent, _ = na_agent()
     batch = na_batch(terminal=0.0)
@@ -377,8 +427,11 @@ def test_offline_transitions_from_lift_demos(tmp_path):
     info = json.loads((root / "meta" / "info.json").read_text())
     rows = offline_transitions(root, ObsFeatures(9, 10, 2), k=8, gamma=0.9, action_dim=7)
     assert len(rows) == info["total_frames"]
-    obs, action, ret, disc, terminal, nxt = rows[0]
+    obs, action, ret, disc, terminal, nxt, mc = rows[0]
     assert obs.shape == (38,) and action.shape == (56,) and nxt.shape == (38,)
+    length = next(i for i, r in enumerate(rows) if r[4] == 1.0 and r[3] == pytest.approx(0.9)) + 1
+    assert mc == pytest.approx(0.9 ** (length - 1))  # reward 1 at the last frame, discounted back to the first
+    assert rows[1][6] == pytest.approx(0.9 ** (length - 2))
     terminals = [r for r in rows if r[4] == 1.0]
     assert all(r[2] > 0 for r in terminals)  # the success reward is inside every terminal chunk
     assert sum(r[4] == 0.0 and r[2] == 0.0 for r in rows) > 0

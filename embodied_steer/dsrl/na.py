@@ -113,13 +113,15 @@ def make_decoder(policy: SteerablePolicy, features: ObsFeatures, execute_steps: 
 
 # =========================================================================== replay
 class ChunkReplay:
-    """Fixed-capacity replay of chunk transitions ``(s, a_exec, R, γ^n, terminal, s')``.
+    """Fixed-capacity replay of chunk transitions ``(s, a_exec, R, γ^n, terminal, s', G)``.
 
     ``a_exec`` is the executed chunk flattened to ``(k·D_action,)`` (zero-padded when the episode
-    ended inside the chunk). Saved as one ``.npz``.
+    ended inside the chunk). ``G`` is the transition's Monte-Carlo return (the discounted return of
+    the rest of its episode), known only once that episode has *terminated*; it stays NaN for an
+    episode still running or one cut by a time limit (:func:`episode_returns`). Saved as one ``.npz``.
     """
 
-    FIELDS = ("obs", "action", "reward", "discount", "terminal", "next_obs")
+    FIELDS = ("obs", "action", "reward", "discount", "terminal", "next_obs", "mc_return")
 
     def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
         self.capacity = int(capacity)
@@ -127,16 +129,25 @@ class ChunkReplay:
             "obs": np.zeros((capacity, obs_dim), np.float32), "action": np.zeros((capacity, action_dim), np.float32),
             "reward": np.zeros(capacity, np.float32), "discount": np.zeros(capacity, np.float32),
             "terminal": np.zeros(capacity, np.float32), "next_obs": np.zeros((capacity, obs_dim), np.float32),
+            "mc_return": np.full(capacity, np.nan, np.float32),
         }
         self.size = 0
         self.pos = 0
 
-    def add(self, obs, action, reward, discount, terminal, next_obs) -> None:
-        row = dict(obs=obs, action=action, reward=reward, discount=discount, terminal=terminal, next_obs=next_obs)
+    def add(self, obs, action, reward, discount, terminal, next_obs, mc_return: float = float("nan")) -> int:
+        """Store one transition; return its slot (for :meth:`set_mc_returns` once the episode ends)."""
+        row = dict(obs=obs, action=action, reward=reward, discount=discount, terminal=terminal, next_obs=next_obs,
+                   mc_return=mc_return)
+        slot = self.pos
         for k in self.FIELDS:
-            self.data[k][self.pos] = row[k]
+            self.data[k][slot] = row[k]
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        return slot
+
+    def set_mc_returns(self, slots: Sequence[int], returns: np.ndarray) -> None:
+        """Fill in the Monte-Carlo returns of an episode's transitions (``slots`` in episode order)."""
+        self.data["mc_return"][np.asarray(slots, int)] = returns
 
     def sample(self, n: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         idx = rng.integers(0, self.size, size=n)
@@ -149,7 +160,25 @@ class ChunkReplay:
         with np.load(path) as z:
             self.size, self.pos = int(z["size"]), int(z["pos"])
             for k in self.FIELDS:
-                self.data[k][: self.size] = z[k]
+                if k in z:  # buffers saved before Monte-Carlo returns were kept have none (NaN: unknown)
+                    self.data[k][: self.size] = z[k]
+
+
+def episode_returns(rewards: np.ndarray, discounts: np.ndarray, terminated: bool) -> np.ndarray:
+    """Monte-Carlo returns ``G_i = R_i + γ^{n_i} G_{i+1}`` of one episode's chunk transitions.
+
+    ``rewards`` and ``discounts`` are the chunks' ``R`` and ``γ^n`` in order. Only an episode that
+    *terminated* has a known return; one cut by a time limit (or still running) gets NaN, because
+    what it would have earned after the cut is unknown.
+    """
+    out = np.full(len(rewards), np.nan, np.float32)
+    if not terminated:
+        return out
+    g = 0.0
+    for i in reversed(range(len(rewards))):
+        g = float(rewards[i]) + (float(discounts[i]) * g if i < len(rewards) - 1 else 0.0)
+        out[i] = g
+    return out
 
 
 def pad_chunk(executed: np.ndarray, k: int, action_dim: int) -> np.ndarray:
@@ -191,6 +220,14 @@ class NASettings:
     ``α · KL(π_W(·|s) ‖ N(0, I))`` — the base policy's own noise — with ``α`` fixed at
     ``init_temperature``, so it leaves the noise the base policy was trained on only where the
     critic says it pays."""
+    mc_bound: bool = False
+    """Floor the TD target of ``Q_A`` at the transition's Monte-Carlo return where it is known
+    (episodes that terminated): ``y = max(y_TD, G)``. With a sparse success reward TD alone carries
+    the reward back one chunk per target-network time constant, far too slowly for a few thousand
+    updates; ``G`` is a lower bound on the optimal value, so the floor is never optimistic."""
+    critic_utd: int = 1
+    """TD steps of ``Q_A`` per update (each on its own minibatch); the extra ones are cheap with
+    ``backup="noise"`` (no decode)."""
 
 
 class DSRLNA:
@@ -198,6 +235,8 @@ class DSRLNA:
 
     def __init__(self, obs_dim: int, chunk_dim: int, latent: LatentNoiseMap, decode: Decoder, settings: NASettings,
                  seed: int = 0) -> None:
+        if int(settings.critic_utd) < 1:
+            raise ConfigError(f"na_critic_utd must be >= 1, got {settings.critic_utd}")
         if not 0.0 <= settings.distill_actor_share <= 1.0:
             raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
         if settings.prior not in NA_PRIORS:
@@ -249,6 +288,9 @@ class DSRLNA:
             else:
                 q_next = self.q_w_target(batch["next_obs"], w_next).min(0).values
             y = batch["reward"] + batch["discount"] * (1 - batch["terminal"]) * q_next
+            if self.s.mc_bound and "mc_return" in batch:
+                g = batch["mc_return"]
+                y = torch.where(torch.isfinite(g), torch.maximum(y, g), y)
         return ((self.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
 
     def distill_loss(self, obs: torch.Tensor) -> torch.Tensor:
@@ -272,14 +314,26 @@ class DSRLNA:
             regulariser = log_prob + 0.5 * w.pow(2).sum(-1) + 0.5 * w.shape[-1] * math.log(2 * math.pi)
         return (alpha * regulariser - self.q_w(obs, w).min(0).values).mean(), log_prob
 
-    def update(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        stats = {}
-        for name, loss_fn in (("q_a", lambda: self.critic_loss(batch)), ("q_w", lambda: self.distill_loss(batch["obs"]))):
-            loss = loss_fn()
-            self.opt[name].zero_grad()
-            loss.backward()
-            self.opt[name].step()
-            stats[f"loss/{name}"] = loss.item()
+    def critic_step(self, batch: Mapping[str, torch.Tensor]) -> float:
+        """One TD step of ``Q_A`` (step 1); returns the loss."""
+        loss = self.critic_loss(batch)
+        self.opt["q_a"].zero_grad()
+        loss.backward()
+        self.opt["q_a"].step()
+        return loss.item()
+
+    def update(self, batch: Mapping[str, torch.Tensor],
+               more: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> dict[str, float]:
+        """One update (steps 1–5) on ``batch``; ``more()`` gives the minibatches of the extra
+        ``critic_utd − 1`` TD steps (``batch`` again when not given)."""
+        stats = {"loss/q_a": self.critic_step(batch)}
+        for _ in range(int(self.s.critic_utd) - 1):
+            self.critic_step(more() if more is not None else batch)
+        loss = self.distill_loss(batch["obs"])
+        self.opt["q_w"].zero_grad()
+        loss.backward()
+        self.opt["q_w"].step()
+        stats["loss/q_w"] = loss.item()
         loss, log_prob = self.actor_loss(batch["obs"])
         self.opt["actor"].zero_grad()
         loss.backward()
@@ -329,7 +383,8 @@ class DSRLNA:
 # =========================================================================== offline data
 def offline_transitions(root: str | Path, features: ObsFeatures, k: int, gamma: float, action_dim: int,
                         repo_id: str = "local/dataset") -> list[tuple]:
-    """Chunk transitions ``(s, a_exec, R, γ^n, terminal, s')`` from a LeRobot dataset.
+    """Chunk transitions ``(s, a_exec, R, γ^n, terminal, s', G)`` from a LeRobot dataset (``G``:
+    the Monte-Carlo return from ``s``, see :class:`ChunkReplay`).
 
     One transition starts at every frame ``t`` (overlapping windows). The dataset's ``next.reward``
     and ``next.done`` columns are used when present; a demonstration set without them (what
@@ -358,6 +413,9 @@ def offline_transitions(root: str | Path, features: ObsFeatures, k: int, gamma: 
         length = len(idx)
         r = reward[idx] if reward is not None else np.eye(1, length, length - 1, dtype=np.float32)[0]
         f = frames[idx]
+        returns = np.zeros(length + 1, np.float64)  # G_t = Σ_{i≥t} γ^{i−t} r_i: every episode here terminates
+        for t in reversed(range(length)):
+            returns[t] = r[t] + gamma * returns[t + 1]
 
         def feat(t: int) -> np.ndarray:
             return features.stack([f[max(0, t - j)] for j in reversed(range(features.history))])
@@ -367,7 +425,7 @@ def offline_transitions(root: str | Path, features: ObsFeatures, k: int, gamma: 
             ret = float(sum(gamma**i * r[t + i] for i in range(n)))
             terminal = t + n >= length
             out.append((feat(t), pad_chunk(actions[idx[t : t + n]], k, action_dim), ret, gamma**n, float(terminal),
-                        feat(min(t + n, length - 1))))
+                        feat(min(t + n, length - 1)), float(returns[t])))
     return out
 
 
@@ -387,7 +445,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share, prior=cfg.na_prior,
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
                           init_temperature=cfg.init_temperature,
-                          target_entropy=cfg.entropy_target)
+                          target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, critic_utd=cfg.na_critic_utd)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None
@@ -435,7 +493,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
 
     if offline is not None and not resuming:
         for i in range(int(cfg.offline_updates)):
-            stats = agent.update(sample())
+            stats = agent.update(sample(), sample)
             progress.c.updates += 1
             if i % max(1, cfg.offline_updates // 10) == 0:
                 log.info("dsrl_na offline update %d/%d: %s", i, cfg.offline_updates,
@@ -449,6 +507,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
 
     obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
     episode_return = 0.0
+    episode_slots: list[int] = []  # this episode's replay slots, to fill in their Monte-Carlo returns at its end
     stats: dict[str, float] = {}
     while not progress.done:
         learning = progress.c.agent_steps >= cfg.learning_starts or offline is not None
@@ -457,10 +516,14 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         else:
             w = train_env.action_space.draw(rng)
         next_obs, reward, terminated, truncated, info = train_env.step(w)
-        online.add(obs, pad_chunk(info["executed_actions"], k, action_dim), reward, info["discount"], float(terminated),
-                   next_obs)
+        episode_slots.append(online.add(obs, pad_chunk(info["executed_actions"], k, action_dim), reward,
+                                        info["discount"], float(terminated), next_obs))
         episode_return += reward
         end = terminated or truncated
+        if end:
+            online.set_mc_returns(episode_slots, episode_returns(online.data["reward"][episode_slots],
+                                                                 online.data["discount"][episode_slots], terminated))
+            episode_slots = []
         progress.record_step(info["env_steps"], end, bool(info.get("is_success", False)), episode_return)
         obs = next_obs
         if end:
@@ -468,7 +531,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
             obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
         if learning and online.size >= 1:
             for _ in range(cfg.utd):
-                stats = agent.update(sample())
+                stats = agent.update(sample(), sample)
                 progress.c.updates += 1
             progress.scalars(stats)
         progress.maybe_log()

@@ -70,6 +70,8 @@ class AdaptConfig:
     na_backup: str = "action"
     na_distill_actor_share: float = 0.0
     na_prior: str = "none"
+    na_mc_bound: bool = False
+    na_critic_utd: int = 1
     offline_dataset: str | None = None
     offline_updates: int = 0
 
