@@ -399,6 +399,73 @@ def test_na_actor_loss_moves_only_the_actor_and_respects_the_box():
     assert all(p.grad is None for p in agent.q_a.parameters())
 
 
+class PreferFirstCoordinate(torch.nn.Module):
+    """A stand-in noise critic (two members) that scores a latent by its first coordinate."""
+
+    def forward(self, obs, w):
+        return torch.stack([w[:, 0], w[:, 0] + 1.0])
+
+
+def test_choose_latent_is_the_mean_or_the_critics_best_candidate():
+    from embodied_steer.dsrl.networks import NoiseActor, choose_latent
+
+    torch.manual_seed(0)
+    actor = NoiseActor(4, 3, [16], bound=1.5)
+    obs = torch.randn(5, 4)
+    mean = actor.deterministic(obs)
+    torch.testing.assert_close(choose_latent(actor, obs), mean)
+    torch.testing.assert_close(choose_latent(actor, obs, PreferFirstCoordinate(), select=1), mean)
+    torch.manual_seed(1)
+    best = choose_latent(actor, obs, PreferFirstCoordinate(), select=32)
+    torch.manual_seed(1)
+    samples = actor(obs.repeat_interleave(31, 0))[0].reshape(5, 31, 3)
+    candidates = torch.cat([mean[:, None], samples], 1)
+    torch.testing.assert_close(best, candidates[torch.arange(5), candidates[..., 0].argmax(1)])
+    assert (best[:, 0] > mean[:, 0]).all() and best.abs().max() <= 1.5
+
+
+def test_adapter_with_a_noise_critic_round_trips_and_selects(tmp_path):
+    from embodied_steer.dsrl.features import ObsFeatures
+    from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor
+    from embodied_steer.dsrl.policy import DSRLPolicy, NoiseActorAct, load_noise_adapter, save_adapter
+    from embodied_steer.core.errors import CheckpointError
+
+    base = ToyFlowPolicy()
+    latent = LatentNoiseMap(base.noise_spec, "tile", 1.5)
+    features = ObsFeatures(2, 2, 1)
+    torch.manual_seed(0)
+    actor = NoiseActor(features.dim, latent.latent_dim, [16], 1.5, layernorm=True)
+    critic = CriticEnsemble(features.dim, latent.latent_dim, [16, 8], 2, layernorm=True)
+    with pytest.raises(CheckpointError, match="noise critic"):
+        save_adapter(tmp_path / "bad", actor, latent, features, hidden=[16], base_config=None, algo="dsrl_na", select=4)
+    folder = save_adapter(tmp_path / "ad", actor, latent, features, hidden=[16], base_config=None, algo="dsrl_na",
+                          noise_critic=critic, select=8)
+    adapter = load_noise_adapter(folder)
+    assert adapter.select == 8
+    for k, v in critic.state_dict().items():
+        torch.testing.assert_close(adapter.noise_critic.state_dict()[k], v)
+    policy = DSRLPolicy(base, adapter.actor, adapter.latent, adapter.features, noise_critic=adapter.noise_critic,
+                        select=adapter.select)
+    env = ToyGoalEnv()
+    obs, _ = env.reset(seed=0)
+    history = [to_observation(obs)]
+    vec = torch.as_tensor(features.from_history(history))[None]
+    torch.manual_seed(5)
+    chosen = policy.latent_for(history)
+    torch.manual_seed(5)
+    mean = actor.deterministic(vec)
+    candidates = torch.cat([mean, actor(vec.repeat(7, 1))[0]])
+    scores = critic(vec.repeat(8, 1), candidates).min(0).values
+    torch.testing.assert_close(chosen[0], candidates[scores.argmax()])
+    torch.manual_seed(5)
+    torch.testing.assert_close(NoiseActorAct(adapter, base).noise_for(history), latent.to_noise(chosen))
+    with pytest.raises(CheckpointError, match="noise critic"):
+        DSRLPolicy(base, actor, latent, features, select=3)
+    (folder / "noise_critic.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="noise_critic.safetensors is missing"):
+        load_noise_adapter(folder)
+
+
 def test_na_refuses_camera_policies():
     from embodied_steer.dsrl.features import ObsFeatures
     from embodied_steer.dsrl.na import make_decoder

@@ -51,7 +51,7 @@ from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.core.types import Observation
 from embodied_steer.dsrl.features import ObsFeatures
 from embodied_steer.dsrl.latent import LatentNoiseMap
-from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor
+from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor, choose_latent
 
 log = logging.getLogger("embodied_steer.dsrl")
 
@@ -350,10 +350,13 @@ class DSRLNA:
         stats.update({"loss/actor": loss.item(), "alpha": self.log_alpha.exp().item()})
         return stats
 
-    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool, select: int = 1) -> np.ndarray:
+        """A latent for one observation: a sample of the actor, or (``deterministic``) its mean —
+        with ``select > 1`` the best of the mean and ``select − 1`` samples by ``Q_W``
+        (:func:`~embodied_steer.dsrl.networks.choose_latent`)."""
         x = torch.as_tensor(np.asarray(obs, np.float32))[None]
         if deterministic:
-            return self.actor.deterministic(x)[0].numpy()
+            return choose_latent(self.actor, x, self.q_w, select)[0].numpy()
         with torch.no_grad():
             return self.actor(x)[0][0].numpy()
 
@@ -489,7 +492,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
 
         _atomic(ckpt, write)
         save_adapter(out / "adapter", agent.actor, train_env.latent, train_env.features, hidden=cfg.hidden,
-                     base_config=base_config, algo="dsrl_na", execute_steps=k)
+                     base_config=base_config, algo="dsrl_na", execute_steps=k,
+                     noise_critic=agent.q_w if cfg.na_select > 1 else None, select=cfg.na_select)
 
     if offline is not None and not resuming:
         for i in range(int(cfg.offline_updates)):
@@ -500,7 +504,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                          ", ".join(f"{k}={v:.3g}" for k, v in stats.items()))
         progress.scalars(stats if cfg.offline_updates else {})
     if cfg.total_env_steps <= 0:  # offline only: evaluate the pre-trained actor once and save it
-        row = progress.run_eval(lambda o: agent.act(o, deterministic=True))
+        row = progress.run_eval(lambda o: agent.act(o, deterministic=True, select=cfg.na_select))
         checkpoint()
         progress.close()
         return row
@@ -536,7 +540,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
             progress.scalars(stats)
         progress.maybe_log()
         if progress.due_eval():
-            progress.run_eval(lambda o: agent.act(o, deterministic=True))
+            progress.run_eval(lambda o: agent.act(o, deterministic=True, select=cfg.na_select))
         if progress.due_checkpoint():
             checkpoint()
     progress.close()

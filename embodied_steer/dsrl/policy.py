@@ -5,8 +5,11 @@ wherever a policy does (``embodied-steer eval``, the ROS 2 policy server, the RE
 It keeps every intervention point of the base policy except ``NOISE`` (the noise is what the actor
 decides). A saved adapter is a folder::
 
-    adapter.json          algo, latent map, agent features, actor widths, the base policy's config
-    actor.safetensors     the noise actor's weights (deterministic use: b · tanh(mean))
+    adapter.json              algo, latent map, agent features, actor widths, the base policy's config,
+                              ``select`` (and the noise critic's layout when one is saved)
+    actor.safetensors         the noise actor's weights (deterministic use: b · tanh(mean))
+    noise_critic.safetensors  optional (DSRL-NA with ``na_select > 1``): the noise critic ``Q_W`` that
+                              picks the best of ``select`` actor latents at each chunk
 """
 
 from __future__ import annotations
@@ -25,22 +28,24 @@ from embodied_steer.core.policy import DenoiseCallback, InterventionPoint, Polic
 from embodied_steer.core.types import ActionChunk, Observation
 from embodied_steer.dsrl.features import ObsFeatures
 from embodied_steer.dsrl.latent import LatentNoiseMap
-from embodied_steer.dsrl.networks import NoiseActor
+from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor, choose_latent
 from torch import nn
 
 
-def _actor_latent(actor: NoiseActor, features: ObsFeatures, history: Sequence[Observation]) -> torch.Tensor:
+def _actor_latent(actor: NoiseActor, features: ObsFeatures, history: Sequence[Observation],
+                  critic: CriticEnsemble | None = None, select: int = 1) -> torch.Tensor:
     vec = torch.as_tensor(features.from_history(list(history)))[None]
-    return actor.deterministic(vec)
+    return choose_latent(actor, vec, critic, select)
 
 
 @torch.no_grad()
 def actor_noise(actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures,
-                history: Sequence[Observation]) -> torch.Tensor:
-    """Sampler noise ``(1, *noise_shape)`` a noise actor picks deterministically (``b·tanh(mean)``
-    through the latent map) for an observation history — what :class:`DSRLPolicy` and
-    :class:`NoiseActorAct` both sample from."""
-    return latent.to_noise(_actor_latent(actor, features, history))
+                history: Sequence[Observation], critic: CriticEnsemble | None = None, select: int = 1) -> torch.Tensor:
+    """Sampler noise ``(1, *noise_shape)`` a noise actor picks for an observation history — its
+    ``b·tanh(mean)``, or with a noise critic and ``select > 1`` the best of that and ``select − 1``
+    actor samples (:func:`~embodied_steer.dsrl.networks.choose_latent`) — through the latent map.
+    What :class:`DSRLPolicy` and :class:`NoiseActorAct` both sample from."""
+    return latent.to_noise(_actor_latent(actor, features, history, critic, select))
 
 
 class DSRLPolicy(SteerablePolicy):
@@ -52,10 +57,17 @@ class DSRLPolicy(SteerablePolicy):
         latent: the latent → noise map used in training.
         features: the agent observation layout used in training.
         name: display name.
+        noise_critic: DSRL-NA's noise critic ``Q_W``; with ``select > 1`` it picks the best of the
+            actor's mean and ``select − 1`` actor samples at each chunk.
+        select: candidates per chunk (1: the actor's mean alone).
     """
 
     def __init__(self, base: SteerablePolicy, actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures,
-                 *, name: str | None = None, execute_steps: int | None = None) -> None:
+                 *, name: str | None = None, execute_steps: int | None = None,
+                 noise_critic: CriticEnsemble | None = None, select: int = 1) -> None:
+        if select > 1 and noise_critic is None:
+            raise CheckpointError(f"select={select} needs a noise critic to score the candidates (a DSRL-NA adapter "
+                                  "saved with na_select > 1)")
         base.require(InterventionPoint.NOISE, "a DSRL adapter")
         self.history_length = base.history_length
         self.interventions = frozenset(base.interventions - {InterventionPoint.NOISE})
@@ -71,14 +83,16 @@ class DSRLPolicy(SteerablePolicy):
         self.actor = actor.eval()
         self.latent = latent
         self.features = features
+        self.noise_critic = noise_critic.eval() if noise_critic is not None else None
+        self.select = int(select)
 
     def latent_for(self, history: Sequence[Observation]) -> torch.Tensor:
-        """The actor's deterministic latent ``(1, latent_dim)`` for an observation history."""
-        return _actor_latent(self.actor, self.features, history)
+        """The latent ``(1, latent_dim)`` the adapter acts with for an observation history."""
+        return _actor_latent(self.actor, self.features, history, self.noise_critic, self.select)
 
     def _generate(self, history: Sequence[Observation], n: int, noise: torch.Tensor | None,
                   denoise_callback: DenoiseCallback | None) -> np.ndarray:
-        chosen = actor_noise(self.actor, self.latent, self.features, history).expand(n, *self.latent.spec.shape)
+        chosen = self.latent.to_noise(self.latent_for(history)).expand(n, *self.latent.spec.shape)
         return self.base._generate(history, n, chosen.contiguous(), denoise_callback)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -88,7 +102,8 @@ class DSRLPolicy(SteerablePolicy):
     def save(self, folder: str | Path, *, hidden: Sequence[int], base_config: Mapping[str, Any] | None,
              algo: str) -> Path:
         return save_adapter(folder, self.actor, self.latent, self.features, hidden=hidden, base_config=base_config,
-                            algo=algo, execute_steps=self.info.execute_steps)
+                            algo=algo, execute_steps=self.info.execute_steps, noise_critic=self.noise_critic,
+                            select=self.select)
 
     @classmethod
     def from_adapter(cls, adapter_path: str | Path, base: Mapping[str, Any] | None = None,
@@ -107,7 +122,8 @@ class DSRLPolicy(SteerablePolicy):
         catalog.register()
         base_policy = instantiate_policy(OmegaConf.create(dict(base_cfg)))
         return cls(base_policy, adapter.actor, adapter.latent, adapter.features, name=name or adapter.meta.get("name"),
-                   execute_steps=adapter.meta.get("execute_steps"))
+                   execute_steps=adapter.meta.get("execute_steps"), noise_critic=adapter.noise_critic,
+                   select=adapter.select)
 
 
 @dataclass
@@ -120,6 +136,8 @@ class NoiseAdapter:
         latent: latent → sampler-noise map (carries the base policy's noise shape).
         features: the agent's observation layout.
         meta: the parsed ``adapter.json``.
+        noise_critic: the saved noise critic ``Q_W`` (``None`` if the adapter has none).
+        select: candidates per chunk scored by ``noise_critic`` (1: the actor's mean alone).
     """
 
     folder: Path
@@ -127,6 +145,8 @@ class NoiseAdapter:
     latent: LatentNoiseMap
     features: ObsFeatures
     meta: dict[str, Any]
+    noise_critic: CriticEnsemble | None = None
+    select: int = 1
 
     @property
     def base_config(self) -> dict[str, Any] | None:
@@ -153,9 +173,22 @@ def load_noise_adapter(adapter_path: str | Path) -> NoiseAdapter:
         actor = NoiseActor(features.dim, int(latent.latent_dim), meta["hidden"], latent.bound,
                            layernorm=bool(meta.get("layernorm", False)))
         actor.load_state_dict(load_file(str(weights)))
+        select = int(meta.get("select", 1))
+        critic = None
+        if "noise_critic" in meta:
+            critic_path = folder / "noise_critic.safetensors"
+            if not critic_path.is_file():
+                raise CheckpointError(f"DSRL adapter incomplete: {critic_path} is missing")
+            layout = meta["noise_critic"]
+            critic = CriticEnsemble(features.dim, int(latent.latent_dim), layout["hidden"], int(layout["n_critics"]),
+                                    bool(layout["layernorm"]))
+            critic.load_state_dict(load_file(str(critic_path)))
+            critic.eval()
+        elif select > 1:
+            raise CheckpointError(f"DSRL adapter {folder} asks for select={select} but holds no noise critic")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"DSRL adapter {folder} is malformed: {type(exc).__name__}: {exc}") from None
-    return NoiseAdapter(folder, actor.eval(), latent, features, meta)
+    return NoiseAdapter(folder, actor.eval(), latent, features, meta, critic, select)
 
 
 class NoiseActorAct:
@@ -184,7 +217,8 @@ class NoiseActorAct:
 
     def noise_for(self, history: Sequence[Observation]) -> torch.Tensor:
         """Sampler noise ``(1, *noise_shape)`` the actor picks for an observation history."""
-        return actor_noise(self.adapter.actor, self.adapter.latent, self.adapter.features, history)
+        a = self.adapter
+        return actor_noise(a.actor, a.latent, a.features, history, a.noise_critic, a.select)
 
     def __call__(self, policy: SteerablePolicy, obs: Observation) -> ActionChunk:
         policy.observe(obs)
@@ -194,14 +228,25 @@ class NoiseActorAct:
 
 def save_adapter(folder: str | Path, actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures, *,
                  hidden: Sequence[int], base_config: Mapping[str, Any] | None, algo: str,
-                 execute_steps: int | None = None, name: str | None = None) -> Path:
-    """Write ``adapter.json`` + ``actor.safetensors`` (see the module docstring)."""
+                 execute_steps: int | None = None, name: str | None = None,
+                 noise_critic: CriticEnsemble | None = None, select: int = 1) -> Path:
+    """Write ``adapter.json`` + ``actor.safetensors`` (+ ``noise_critic.safetensors``; see the module docstring)."""
+    if select > 1 and noise_critic is None:
+        raise CheckpointError(f"select={select} needs a noise critic to save with the actor")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in actor.state_dict().items()}, str(folder / "actor.safetensors"))
     layernorm = any(isinstance(m, nn.LayerNorm) for m in actor.trunk)
     meta = {"algo": algo, "latent": latent.to_dict(), "features": features.to_dict(), "hidden": list(hidden),
             "layernorm": layernorm, "base_policy": dict(base_config) if base_config is not None else None,
-            "execute_steps": execute_steps, "name": name}
+            "execute_steps": execute_steps, "name": name, "select": int(select)}
+    if noise_critic is not None:
+        save_file({k: v.detach().contiguous() for k, v in noise_critic.state_dict().items()},
+                  str(folder / "noise_critic.safetensors"))
+        linears = [m for m in noise_critic.nets[0] if isinstance(m, nn.Linear)]
+        meta["noise_critic"] = {"hidden": [m.out_features for m in linears[:-1]], "n_critics": len(noise_critic.nets),
+                                "layernorm": any(isinstance(m, nn.LayerNorm) for m in noise_critic.nets[0])}
+    elif (folder / "noise_critic.safetensors").exists():
+        (folder / "noise_critic.safetensors").unlink()  # an older save's critic must not outlive this one
     (folder / "adapter.json").write_text(json.dumps(meta, indent=2))
     return folder
