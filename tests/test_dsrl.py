@@ -422,6 +422,15 @@ def test_choose_latent_is_the_mean_or_the_critics_best_candidate():
     candidates = torch.cat([mean[:, None], samples], 1)
     torch.testing.assert_close(best, candidates[torch.arange(5), candidates[..., 0].argmax(1)])
     assert (best[:, 0] > mean[:, 0]).all() and best.abs().max() <= 1.5
+    torch.manual_seed(2)  # exploring: the best of `select` samples, never the mean
+    explored = choose_latent(actor, obs, PreferFirstCoordinate(), select=8, explore=True)
+    torch.manual_seed(2)
+    samples = actor(obs.repeat_interleave(8, 0))[0].reshape(5, 8, 3)
+    torch.testing.assert_close(explored, samples[torch.arange(5), samples[..., 0].argmax(1)])
+    torch.manual_seed(3)
+    one = choose_latent(actor, obs, PreferFirstCoordinate(), select=1, explore=True)
+    torch.manual_seed(3)
+    torch.testing.assert_close(one, actor(obs)[0])
 
 
 def test_adapter_with_a_noise_critic_round_trips_and_selects(tmp_path):

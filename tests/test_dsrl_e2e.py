@@ -87,7 +87,7 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [({"target_entropy": "high"}, "target_entropy"),
                                           ({"algo": "ppo"}, "algo"), ({"utd": 0}, "utd"),
-                                          ({"na_select": 4}, "na_select")])
+                                          ({"na_select": 4}, "na_select"), ({"na_select_explore": 2}, "na_select_explore")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

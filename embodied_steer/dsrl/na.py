@@ -352,13 +352,10 @@ class DSRLNA:
 
     def act(self, obs: np.ndarray, deterministic: bool, select: int = 1) -> np.ndarray:
         """A latent for one observation: a sample of the actor, or (``deterministic``) its mean —
-        with ``select > 1`` the best of the mean and ``select − 1`` samples by ``Q_W``
-        (:func:`~embodied_steer.dsrl.networks.choose_latent`)."""
+        with ``select > 1`` the best by ``Q_W`` of ``select`` samples, or of the mean and
+        ``select − 1`` samples (:func:`~embodied_steer.dsrl.networks.choose_latent`)."""
         x = torch.as_tensor(np.asarray(obs, np.float32))[None]
-        if deterministic:
-            return choose_latent(self.actor, x, self.q_w, select)[0].numpy()
-        with torch.no_grad():
-            return self.actor(x)[0][0].numpy()
+        return choose_latent(self.actor, x, self.q_w, select, explore=not deterministic)[0].numpy()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: Path) -> None:
@@ -516,7 +513,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
     while not progress.done:
         learning = progress.c.agent_steps >= cfg.learning_starts or offline is not None
         if learning:
-            w = agent.act(obs, deterministic=False)
+            w = agent.act(obs, deterministic=False, select=cfg.na_select_explore)
         else:
             w = train_env.action_space.draw(rng)
         next_obs, reward, terminated, truncated, info = train_env.step(w)

@@ -87,20 +87,22 @@ def sb3_actor_to_noise_actor(state: dict[str, torch.Tensor], obs_dim: int, laten
 
 @torch.no_grad()
 def choose_latent(actor: NoiseActor, obs: torch.Tensor, critic: CriticEnsemble | None = None,
-                  select: int = 1) -> torch.Tensor:
+                  select: int = 1, explore: bool = False) -> torch.Tensor:
     """The latent ``(B, d)`` to act with for observations ``(B, D_obs)``.
 
-    ``b · tanh(mean)`` of the actor, or — given a noise-space critic ``Q_W`` and ``select > 1`` — the
-    best by ``min_i Q_W,i(s, w)`` among that mean and ``select − 1`` samples of the actor. Scoring a
-    candidate costs one small MLP pass and no run of the base policy, which is what makes this cheap
-    for DSRL-NA, whose ``Q_W`` is over noise.
+    ``b · tanh(mean)`` of the actor (``explore``: one sample of it), or — given a noise-space critic
+    ``Q_W`` and ``select > 1`` — the best by ``min_i Q_W,i(s, w)`` among that mean and ``select − 1``
+    samples of the actor (``explore``: among ``select`` samples). Scoring a candidate costs one
+    small MLP pass and no run of the base policy, which is what makes this cheap for DSRL-NA, whose
+    ``Q_W`` is over noise.
     """
-    mean = actor.deterministic(obs)
     if critic is None or select <= 1:
-        return mean
-    b, d = mean.shape
-    rep = obs.repeat_interleave(select - 1, dim=0)
-    candidates = torch.cat([mean[:, None], actor(rep)[0].reshape(b, select - 1, d)], dim=1)  # (B, select, d)
+        return actor(obs)[0] if explore else actor.deterministic(obs)
+    b = obs.shape[0]
+    n_samples = select if explore else select - 1
+    samples = actor(obs.repeat_interleave(n_samples, dim=0))[0].reshape(b, n_samples, -1)
+    d = samples.shape[-1]
+    candidates = samples if explore else torch.cat([actor.deterministic(obs)[:, None], samples], dim=1)  # (B, select, d)
     scores = critic(obs.repeat_interleave(select, dim=0), candidates.reshape(b * select, d)).min(0).values
     best = scores.reshape(b, select).argmax(1)
     return candidates[torch.arange(b), best]

@@ -73,6 +73,7 @@ class AdaptConfig:
     na_mc_bound: bool = False
     na_critic_utd: int = 1
     na_select: int = 1
+    na_select_explore: int = 1
     offline_dataset: str | None = None
     offline_updates: int = 0
 
@@ -91,9 +92,11 @@ class AdaptConfig:
             self.entropy_target
         except (TypeError, ValueError):
             raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
-        if int(self.na_select) > 1 and self.algo != "dsrl_na":
-            raise ConfigError(f"na_select > 1 needs algo=dsrl_na (its noise critic scores the candidates), got {self.algo}")
-        for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd", "na_select"):
+        for name in ("na_select", "na_select_explore"):
+            if int(getattr(self, name)) > 1 and self.algo != "dsrl_na":
+                raise ConfigError(f"{name} > 1 needs algo=dsrl_na (its noise critic scores the candidates), got {self.algo}")
+        for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every", "batch_size", "utd", "na_select",
+                     "na_select_explore"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
