@@ -6,6 +6,8 @@ Modes (each on the same evaluation seeds as ``embodied-steer adapt``: ``eval_see
 * ``sample``: one sample of the actor per chunk (what the training episodes execute);
 * ``select<N>``: the best by the noise critic ``min_i Q_W,i`` of the mean and ``N − 1`` actor
   samples (``na_select=N``);
+* ``qa_select<N>``: the same candidates, each decoded through the base policy and scored by the
+  action critic ``min_i Q_A,i(s, a)`` instead (a control: ``Q_A`` is fitted on executed chunks only);
 * ``zero``: the zero latent (the base policy's mean path; a reference that needs no checkpoint).
 
 With a 112-dim latent the mean has norm ≈ 0.3 and a sample ≈ 7–10, so ``mean`` and ``sample`` can
@@ -32,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embodied_steer.cli import compose, instantiate_env, instantiate_policy  # noqa: E402
-from embodied_steer.dsrl.na import DSRLNA, NASettings  # noqa: E402
+from embodied_steer.dsrl.na import DSRLNA, NASettings, make_decoder  # noqa: E402
 from embodied_steer.dsrl.networks import choose_latent  # noqa: E402
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv  # noqa: E402
 
@@ -47,7 +49,17 @@ def make_act(mode: str, agent: DSRLNA, dim: int):
     if mode.startswith("select"):
         n = int(mode[len("select"):])
         return lambda x: choose_latent(agent.actor, x, agent.q_w, n)
-    raise SystemExit(f"unknown mode {mode!r} (mean, sample, select<N>, zero)")
+    if mode.startswith("qa_select"):
+        n = int(mode[len("qa_select"):])
+
+        def by_action_critic(x: torch.Tensor) -> torch.Tensor:
+            candidates = torch.cat([agent.actor.deterministic(x), agent.actor(x.repeat(n - 1, 1))[0]])
+            obs = x.repeat(n, 1)
+            q = agent.q_a(obs, agent.decode(obs, agent.latent.to_noise(candidates))).min(0).values
+            return candidates[q.argmax()][None]
+
+        return by_action_critic
+    raise SystemExit(f"unknown mode {mode!r} (mean, sample, select<N>, qa_select<N>, zero)")
 
 
 def main() -> None:
@@ -76,7 +88,8 @@ def main() -> None:
     k = env.execute_steps
     chunk_dim = k * int(np.prod(env.env.action_space.shape))
     settings = NASettings(hidden=cfg["hidden"], n_critics=cfg["n_critics"], layernorm=cfg["na_layernorm"])
-    agent = DSRLNA(env.features.dim, chunk_dim, env.latent, lambda o, w: None, settings)
+    agent = DSRLNA(env.features.dim, chunk_dim, env.latent, make_decoder(policy, env.features, k, env.instruction),
+                   settings)
     agent.load(args.run / "checkpoint")
     dim = int(env.latent.latent_dim)
     results = {}
