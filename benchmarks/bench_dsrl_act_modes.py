@@ -8,7 +8,8 @@ Modes (each on the same evaluation seeds as ``embodied-steer adapt``: ``eval_see
   samples (``na_select=N``);
 * ``qa_select<N>``: the same candidates, each decoded through the base policy and scored by the
   action critic ``min_i Q_A,i(s, a)`` instead (a control: ``Q_A`` is fitted on executed chunks only);
-* ``zero``: the zero latent (the base policy's mean path; a reference that needs no checkpoint).
+* ``zero``: the zero latent (the base policy's mean path) and ``base``: the base policy's own noise,
+  ``N(0, I)`` clipped to the box — references that do not use the checkpoint.
 
 With a 112-dim latent the mean has norm ≈ 0.3 and a sample ≈ 7–10, so ``mean`` and ``sample`` can
 behave very differently; this script measures by how much.
@@ -39,9 +40,12 @@ from embodied_steer.dsrl.networks import choose_latent  # noqa: E402
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv  # noqa: E402
 
 
-def make_act(mode: str, agent: DSRLNA, dim: int):
+def make_act(mode: str, agent: DSRLNA, env: LatentNoiseEnv, rng: np.random.Generator):
+    dim = int(env.latent.latent_dim)
     if mode == "zero":
         return lambda x: torch.zeros(1, dim)
+    if mode == "base":
+        return lambda x: torch.as_tensor(env.action_space.draw(rng))[None]
     if mode == "mean":
         return lambda x: choose_latent(agent.actor, x)
     if mode == "sample":
@@ -59,7 +63,7 @@ def make_act(mode: str, agent: DSRLNA, dim: int):
             return candidates[q.argmax()][None]
 
         return by_action_critic
-    raise SystemExit(f"unknown mode {mode!r} (mean, sample, select<N>, qa_select<N>, zero)")
+    raise SystemExit(f"unknown mode {mode!r} (mean, sample, select<N>, qa_select<N>, zero, base)")
 
 
 def main() -> None:
@@ -91,10 +95,9 @@ def main() -> None:
     agent = DSRLNA(env.features.dim, chunk_dim, env.latent, make_decoder(policy, env.features, k, env.instruction),
                    settings)
     agent.load(args.run / "checkpoint")
-    dim = int(env.latent.latent_dim)
     results = {}
     for mode in args.modes:
-        act = make_act(mode, agent, dim)
+        act = make_act(mode, agent, env, np.random.default_rng(args.seed))
         torch.manual_seed(args.seed)
         t0, wins = time.perf_counter(), []
         for i in range(args.episodes):

@@ -470,6 +470,21 @@ def test_adapter_with_a_noise_critic_round_trips_and_selects(tmp_path):
     torch.testing.assert_close(NoiseActorAct(adapter, base).noise_for(history), latent.to_noise(chosen))
     with pytest.raises(CheckpointError, match="noise critic"):
         DSRLPolicy(base, actor, latent, features, select=3)
+    # act=sample: the adapter acts with a sample of the actor, recorded in adapter.json and restored
+    sampled = save_adapter(tmp_path / "sampled", actor, latent, features, hidden=[16], base_config=None,
+                           algo="dsrl_na", sample=True)
+    loaded = load_noise_adapter(sampled)
+    assert loaded.sample and loaded.meta["act"] == "sample"
+    policy = DSRLPolicy(base, loaded.actor, loaded.latent, loaded.features, sample=loaded.sample)
+    torch.manual_seed(9)
+    drawn = policy.latent_for(history)
+    torch.manual_seed(9)
+    torch.testing.assert_close(drawn, actor(vec)[0])
+    assert not torch.allclose(drawn, actor.deterministic(vec))
+    meta = json.loads((sampled / "adapter.json").read_text())
+    (sampled / "adapter.json").write_text(json.dumps(meta | {"act": "mode"}))
+    with pytest.raises(CheckpointError, match="act must be"):
+        load_noise_adapter(sampled)
     (folder / "noise_critic.safetensors").unlink()
     with pytest.raises(CheckpointError, match="noise_critic.safetensors is missing"):
         load_noise_adapter(folder)

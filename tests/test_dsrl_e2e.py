@@ -87,7 +87,8 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [({"target_entropy": "high"}, "target_entropy"),
                                           ({"algo": "ppo"}, "algo"), ({"utd": 0}, "utd"),
-                                          ({"na_select": 4}, "na_select"), ({"na_select_explore": 2}, "na_select_explore")])
+                                          ({"na_select": 4}, "na_select"), ({"na_select_explore": 2}, "na_select_explore"),
+                                          ({"na_act": "sample"}, "na_act"), ({"algo": "dsrl_na", "na_act": "median"}, "na_act")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

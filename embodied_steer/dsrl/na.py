@@ -490,7 +490,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         _atomic(ckpt, write)
         save_adapter(out / "adapter", agent.actor, train_env.latent, train_env.features, hidden=cfg.hidden,
                      base_config=base_config, algo="dsrl_na", execute_steps=k,
-                     noise_critic=agent.q_w if cfg.na_select > 1 else None, select=cfg.na_select)
+                     noise_critic=agent.q_w if cfg.na_select > 1 else None, select=cfg.na_select,
+                     sample=cfg.na_act == "sample")
 
     if offline is not None and not resuming:
         for i in range(int(cfg.offline_updates)):
@@ -501,7 +502,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                          ", ".join(f"{k}={v:.3g}" for k, v in stats.items()))
         progress.scalars(stats if cfg.offline_updates else {})
     if cfg.total_env_steps <= 0:  # offline only: evaluate the pre-trained actor once and save it
-        row = progress.run_eval(lambda o: agent.act(o, deterministic=True, select=cfg.na_select))
+        row = progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
         checkpoint()
         progress.close()
         return row
@@ -537,7 +538,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
             progress.scalars(stats)
         progress.maybe_log()
         if progress.due_eval():
-            progress.run_eval(lambda o: agent.act(o, deterministic=True, select=cfg.na_select))
+            progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
         if progress.due_checkpoint():
             checkpoint()
     progress.close()

@@ -6,7 +6,8 @@ It keeps every intervention point of the base policy except ``NOISE`` (the noise
 decides). A saved adapter is a folder::
 
     adapter.json              algo, latent map, agent features, actor widths, the base policy's config,
-                              ``select`` (and the noise critic's layout when one is saved)
+                              ``act`` (``mean`` or ``sample``), ``select`` (and the noise critic's
+                              layout when one is saved)
     actor.safetensors         the noise actor's weights (deterministic use: b · tanh(mean))
     noise_critic.safetensors  optional (DSRL-NA with ``na_select > 1``): the noise critic ``Q_W`` that
                               picks the best of ``select`` actor latents at each chunk
@@ -33,19 +34,21 @@ from torch import nn
 
 
 def _actor_latent(actor: NoiseActor, features: ObsFeatures, history: Sequence[Observation],
-                  critic: CriticEnsemble | None = None, select: int = 1) -> torch.Tensor:
+                  critic: CriticEnsemble | None = None, select: int = 1, sample: bool = False) -> torch.Tensor:
     vec = torch.as_tensor(features.from_history(list(history)))[None]
-    return choose_latent(actor, vec, critic, select)
+    return choose_latent(actor, vec, critic, select, explore=sample)
 
 
 @torch.no_grad()
 def actor_noise(actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures,
-                history: Sequence[Observation], critic: CriticEnsemble | None = None, select: int = 1) -> torch.Tensor:
+                history: Sequence[Observation], critic: CriticEnsemble | None = None, select: int = 1,
+                sample: bool = False) -> torch.Tensor:
     """Sampler noise ``(1, *noise_shape)`` a noise actor picks for an observation history — its
-    ``b·tanh(mean)``, or with a noise critic and ``select > 1`` the best of that and ``select − 1``
-    actor samples (:func:`~embodied_steer.dsrl.networks.choose_latent`) — through the latent map.
-    What :class:`DSRLPolicy` and :class:`NoiseActorAct` both sample from."""
-    return latent.to_noise(_actor_latent(actor, features, history, critic, select))
+    ``b·tanh(mean)`` (``sample``: one sample of it), or with a noise critic and ``select > 1`` the
+    best by the critic of the mean and ``select − 1`` actor samples (``sample``: of ``select``
+    samples; :func:`~embodied_steer.dsrl.networks.choose_latent`) — through the latent map. What
+    :class:`DSRLPolicy` and :class:`NoiseActorAct` both sample from."""
+    return latent.to_noise(_actor_latent(actor, features, history, critic, select, sample))
 
 
 class DSRLPolicy(SteerablePolicy):
@@ -60,11 +63,13 @@ class DSRLPolicy(SteerablePolicy):
         noise_critic: DSRL-NA's noise critic ``Q_W``; with ``select > 1`` it picks the best of the
             actor's mean and ``select − 1`` actor samples at each chunk.
         select: candidates per chunk (1: the actor's mean alone).
+        sample: act with samples of the actor instead of its mean (with a 112-dim latent the mean is
+            not a typical sample; see ``benchmarks/RESULTS.md``).
     """
 
     def __init__(self, base: SteerablePolicy, actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures,
                  *, name: str | None = None, execute_steps: int | None = None,
-                 noise_critic: CriticEnsemble | None = None, select: int = 1) -> None:
+                 noise_critic: CriticEnsemble | None = None, select: int = 1, sample: bool = False) -> None:
         if select > 1 and noise_critic is None:
             raise CheckpointError(f"select={select} needs a noise critic to score the candidates (a DSRL-NA adapter "
                                   "saved with na_select > 1)")
@@ -85,10 +90,11 @@ class DSRLPolicy(SteerablePolicy):
         self.features = features
         self.noise_critic = noise_critic.eval() if noise_critic is not None else None
         self.select = int(select)
+        self.sample = bool(sample)
 
     def latent_for(self, history: Sequence[Observation]) -> torch.Tensor:
         """The latent ``(1, latent_dim)`` the adapter acts with for an observation history."""
-        return _actor_latent(self.actor, self.features, history, self.noise_critic, self.select)
+        return _actor_latent(self.actor, self.features, history, self.noise_critic, self.select, self.sample)
 
     def _generate(self, history: Sequence[Observation], n: int, noise: torch.Tensor | None,
                   denoise_callback: DenoiseCallback | None) -> np.ndarray:
@@ -103,7 +109,7 @@ class DSRLPolicy(SteerablePolicy):
              algo: str) -> Path:
         return save_adapter(folder, self.actor, self.latent, self.features, hidden=hidden, base_config=base_config,
                             algo=algo, execute_steps=self.info.execute_steps, noise_critic=self.noise_critic,
-                            select=self.select)
+                            select=self.select, sample=self.sample)
 
     @classmethod
     def from_adapter(cls, adapter_path: str | Path, base: Mapping[str, Any] | None = None,
@@ -123,7 +129,7 @@ class DSRLPolicy(SteerablePolicy):
         base_policy = instantiate_policy(OmegaConf.create(dict(base_cfg)))
         return cls(base_policy, adapter.actor, adapter.latent, adapter.features, name=name or adapter.meta.get("name"),
                    execute_steps=adapter.meta.get("execute_steps"), noise_critic=adapter.noise_critic,
-                   select=adapter.select)
+                   select=adapter.select, sample=adapter.sample)
 
 
 @dataclass
@@ -138,6 +144,7 @@ class NoiseAdapter:
         meta: the parsed ``adapter.json``.
         noise_critic: the saved noise critic ``Q_W`` (``None`` if the adapter has none).
         select: candidates per chunk scored by ``noise_critic`` (1: the actor's mean alone).
+        sample: act with actor samples instead of the mean (``adapter.json``'s ``act``).
     """
 
     folder: Path
@@ -147,6 +154,7 @@ class NoiseAdapter:
     meta: dict[str, Any]
     noise_critic: CriticEnsemble | None = None
     select: int = 1
+    sample: bool = False
 
     @property
     def base_config(self) -> dict[str, Any] | None:
@@ -174,6 +182,9 @@ def load_noise_adapter(adapter_path: str | Path) -> NoiseAdapter:
                            layernorm=bool(meta.get("layernorm", False)))
         actor.load_state_dict(load_file(str(weights)))
         select = int(meta.get("select", 1))
+        act = meta.get("act", "mean")
+        if act not in ("mean", "sample"):
+            raise CheckpointError(f"DSRL adapter {folder}: act must be 'mean' or 'sample', got {act!r}")
         critic = None
         if "noise_critic" in meta:
             critic_path = folder / "noise_critic.safetensors"
@@ -188,7 +199,7 @@ def load_noise_adapter(adapter_path: str | Path) -> NoiseAdapter:
             raise CheckpointError(f"DSRL adapter {folder} asks for select={select} but holds no noise critic")
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"DSRL adapter {folder} is malformed: {type(exc).__name__}: {exc}") from None
-    return NoiseAdapter(folder, actor.eval(), latent, features, meta, critic, select)
+    return NoiseAdapter(folder, actor.eval(), latent, features, meta, critic, select, act == "sample")
 
 
 class NoiseActorAct:
@@ -218,7 +229,7 @@ class NoiseActorAct:
     def noise_for(self, history: Sequence[Observation]) -> torch.Tensor:
         """Sampler noise ``(1, *noise_shape)`` the actor picks for an observation history."""
         a = self.adapter
-        return actor_noise(a.actor, a.latent, a.features, history, a.noise_critic, a.select)
+        return actor_noise(a.actor, a.latent, a.features, history, a.noise_critic, a.select, a.sample)
 
     def __call__(self, policy: SteerablePolicy, obs: Observation) -> ActionChunk:
         policy.observe(obs)
@@ -229,7 +240,7 @@ class NoiseActorAct:
 def save_adapter(folder: str | Path, actor: NoiseActor, latent: LatentNoiseMap, features: ObsFeatures, *,
                  hidden: Sequence[int], base_config: Mapping[str, Any] | None, algo: str,
                  execute_steps: int | None = None, name: str | None = None,
-                 noise_critic: CriticEnsemble | None = None, select: int = 1) -> Path:
+                 noise_critic: CriticEnsemble | None = None, select: int = 1, sample: bool = False) -> Path:
     """Write ``adapter.json`` + ``actor.safetensors`` (+ ``noise_critic.safetensors``; see the module docstring)."""
     if select > 1 and noise_critic is None:
         raise CheckpointError(f"select={select} needs a noise critic to save with the actor")
@@ -239,7 +250,7 @@ def save_adapter(folder: str | Path, actor: NoiseActor, latent: LatentNoiseMap, 
     layernorm = any(isinstance(m, nn.LayerNorm) for m in actor.trunk)
     meta = {"algo": algo, "latent": latent.to_dict(), "features": features.to_dict(), "hidden": list(hidden),
             "layernorm": layernorm, "base_policy": dict(base_config) if base_config is not None else None,
-            "execute_steps": execute_steps, "name": name, "select": int(select)}
+            "execute_steps": execute_steps, "name": name, "act": "sample" if sample else "mean", "select": int(select)}
     if noise_critic is not None:
         save_file({k: v.detach().contiguous() for k, v in noise_critic.state_dict().items()},
                   str(folder / "noise_critic.safetensors"))

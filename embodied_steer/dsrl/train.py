@@ -74,6 +74,7 @@ class AdaptConfig:
     na_critic_utd: int = 1
     na_select: int = 1
     na_select_explore: int = 1
+    na_act: str = "mean"
     offline_dataset: str | None = None
     offline_updates: int = 0
 
@@ -92,6 +93,10 @@ class AdaptConfig:
             self.entropy_target
         except (TypeError, ValueError):
             raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
+        if self.na_act not in ("mean", "sample"):
+            raise ConfigError(f"na_act must be 'mean' or 'sample', got {self.na_act!r}")
+        if self.na_act != "mean" and self.algo != "dsrl_na":
+            raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
         for name in ("na_select", "na_select_explore"):
             if int(getattr(self, name)) > 1 and self.algo != "dsrl_na":
                 raise ConfigError(f"{name} > 1 needs algo=dsrl_na (its noise critic scores the candidates), got {self.algo}")
