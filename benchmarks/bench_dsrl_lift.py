@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--window", type=int, default=20, help="training episodes in the rolling success")
+    ap.add_argument("--title", default="Lift: DSRL vs base policy vs raw-action SAC (CPU)")
     args = ap.parse_args()
 
     print("| run | algo | env steps | evals: success @ env steps | first eval ≥ target | wall time |")
@@ -93,7 +94,7 @@ def main() -> None:
         ax.set_xlabel("environment steps")
         ax.set_ylabel("success rate")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title("Lift: DSRL vs base policy vs raw-action SAC (CPU)")
+        ax.set_title(args.title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
