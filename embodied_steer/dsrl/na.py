@@ -224,7 +224,8 @@ class NASettings:
     """Floor the TD target of ``Q_A`` at the transition's Monte-Carlo return where it is known
     (episodes that terminated): ``y = max(y_TD, G)``. With a sparse success reward TD alone carries
     the reward back one chunk per target-network time constant, far too slowly for a few thousand
-    updates; ``G`` is a lower bound on the optimal value, so the floor is never optimistic."""
+    updates; ``G`` is the return of a policy that was actually run, so in expectation it is a lower
+    bound on the optimal value (exactly so in a deterministic environment)."""
     critic_utd: int = 1
     """TD steps of ``Q_A`` per update (each on its own minibatch); the extra ones are cheap with
     ``backup="noise"`` (no decode)."""
