@@ -32,6 +32,9 @@ from embodied_steer.dsrl.latent import LatentNoiseMap
 from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor, choose_latent
 from torch import nn
 
+ACT_MODES = ("mean", "sample")
+"""How an adapter turns its actor into a latent (``adapter.json``'s ``act``, ``adapt``'s ``na_act``)."""
+
 
 def _actor_latent(actor: NoiseActor, features: ObsFeatures, history: Sequence[Observation],
                   critic: CriticEnsemble | None = None, select: int = 1, sample: bool = False) -> torch.Tensor:
@@ -183,8 +186,8 @@ def load_noise_adapter(adapter_path: str | Path) -> NoiseAdapter:
         actor.load_state_dict(load_file(str(weights)))
         select = int(meta.get("select", 1))
         act = meta.get("act", "mean")
-        if act not in ("mean", "sample"):
-            raise CheckpointError(f"DSRL adapter {folder}: act must be 'mean' or 'sample', got {act!r}")
+        if act not in ACT_MODES:
+            raise CheckpointError(f"DSRL adapter {folder}: act must be one of {ACT_MODES}, got {act!r}")
         critic = None
         if "noise_critic" in meta:
             critic_path = folder / "noise_critic.safetensors"

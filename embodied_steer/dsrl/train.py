@@ -20,6 +20,7 @@ import torch
 
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
+from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
@@ -93,8 +94,8 @@ class AdaptConfig:
             self.entropy_target
         except (TypeError, ValueError):
             raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
-        if self.na_act not in ("mean", "sample"):
-            raise ConfigError(f"na_act must be 'mean' or 'sample', got {self.na_act!r}")
+        if self.na_act not in ACT_MODES:
+            raise ConfigError(f"na_act must be one of {ACT_MODES}, got {self.na_act!r}")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
         for name in ("na_select", "na_select_explore"):
