@@ -12,7 +12,9 @@ import torch
 
 from embodied_steer.core.errors import ConfigError, NoiseBoundsError, RewardError, UnsupportedIntervention
 from embodied_steer.core.policy import NoiseSpec
+from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.latent import LatentNoiseMap
+from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.toy import ToyFlowPolicy, ToyGoalEnv
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv
 from embodied_steer.sim.base import to_observation
@@ -122,6 +124,41 @@ def test_episode_end_inside_a_chunk_stops_execution():
     _, _, terminated, truncated, info = env.step(np.zeros(8, np.float32))
     assert truncated and not terminated
     assert info["env_steps"] == 2 and info["discount"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("cut", ["truncate", "fail"])
+def test_training_horizon_cuts_episodes_as_a_time_limit_or_a_failure(cut):
+    # The toy env's own horizon is 16; a training limit of 6 ends the second chunk after 2 actions.
+    env = LatentNoiseEnv(ToyGoalEnv(), ToyFlowPolicy(), gamma=0.5, horizon=TrainingHorizon(6, cut))
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(np.zeros(8, np.float32))
+    assert not (terminated or truncated) and not info["horizon_cut"]
+    _, _, terminated, truncated, info = env.step(np.zeros(8, np.float32))
+    assert info["env_steps"] == 2 and info["horizon_cut"] and not info["is_success"]
+    assert (terminated, truncated) == ((True, False) if cut == "fail" else (False, True))
+    env.reset(seed=0)  # the count restarts with every episode
+    assert not env.step(np.zeros(8, np.float32))[4]["horizon_cut"]
+
+
+def test_training_horizon_leaves_a_success_and_the_env_limit_alone():
+    limit = TrainingHorizon(4, "fail")
+    assert limit.apply(4, True, False) == (True, False, False)  # the env terminated it (success)
+    assert limit.apply(4, False, True) == (False, True, False)  # the env's own time limit
+    assert limit.apply(3, False, False) == (False, False, False)
+    assert TrainingHorizon().apply(10**6, False, False) == (False, False, False)
+
+
+def test_raw_action_env_has_the_same_training_horizon():
+    env = RawActionEnv(ToyGoalEnv(), horizon=TrainingHorizon(3, "fail"))
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(2, np.float32))[2:5] for _ in range(3)]
+    assert [e[0] for e in ends] == [False, False, True] and ends[-1][2]["horizon_cut"]
+
+
+@pytest.mark.parametrize("steps, cut, message", [(0, "fail", "train_horizon"), (10, "drop", "train_horizon_cut")])
+def test_bad_training_horizons_are_config_errors(steps, cut, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainingHorizon(steps, cut)
 
 
 def test_same_noise_same_transition_different_noise_different():

@@ -76,6 +76,24 @@ def test_na_resumes_with_counters_and_buffer_intact(tmp_path):
         assert int(z["size"]) == second["agent_steps"]  # the old transitions were kept, new ones appended
 
 
+def test_training_horizon_shortens_training_episodes_but_not_evaluation(tmp_path):
+    out = tmp_path / "run"
+    cfg = toy_config(out, "dsrl_na", total_env_steps=64, checkpoint_every=64, eval_every=1000, eval_episodes=2,
+                     learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], na_mc_bound=True,
+                     train_horizon=6, train_horizon_cut="fail")
+    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    lengths = np.diff([0] + [r["env_steps"] for r in rows])
+    assert len(rows) >= 64 // 6 and lengths.max() == 6  # cut at 6 of the toy env's 16 steps
+    with np.load(out / "checkpoint" / "replay_buffer.npz") as z:
+        size, terminal, mc = int(z["size"]), z["terminal"], z["mc_return"]
+    ended = int(terminal[:size].sum())
+    assert ended >= len(rows)  # every cut is a terminal transition, so every finished episode's return is known
+    assert np.isfinite(mc[:size]).sum() >= 2 * ended
+    evals = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    assert max(e["mean_length"] for e in evals) > 6  # evaluation episodes still run to the env's 16 steps
+
+
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
     from embodied_steer.core.errors import ConfigError
 
@@ -88,7 +106,9 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
 @pytest.mark.parametrize("bad, message", [({"target_entropy": "high"}, "target_entropy"),
                                           ({"algo": "ppo"}, "algo"), ({"utd": 0}, "utd"),
                                           ({"na_select": 4}, "na_select"), ({"na_select_explore": 2}, "na_select_explore"),
-                                          ({"na_act": "sample"}, "na_act"), ({"algo": "dsrl_na", "na_act": "median"}, "na_act")])
+                                          ({"na_act": "sample"}, "na_act"), ({"algo": "dsrl_na", "na_act": "median"}, "na_act"),
+                                          ({"train_horizon": 0}, "train_horizon"),
+                                          ({"train_horizon_cut": "drop"}, "train_horizon_cut")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from embodied_steer.core.errors import RewardError
 from embodied_steer.dsrl.features import ObsFeatures
+from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.sim.base import to_observation
 
 
@@ -22,8 +23,10 @@ class RawActionEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env: gym.Env, *, use_env_state: bool = True) -> None:
+    def __init__(self, env: gym.Env, *, use_env_state: bool = True, horizon: TrainingHorizon | None = None) -> None:
         self.env = env
+        self.horizon = horizon or TrainingHorizon()
+        self._t = 0
         self.features = ObsFeatures.for_env(env.observation_space, 1, use_env_state)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.features.dim,), np.float32)
         self.action_space = env.action_space
@@ -35,6 +38,7 @@ class RawActionEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         obs_dict, info = self.env.reset(seed=seed)
+        self._t = 0
         return self._vec(obs_dict), dict(info)
 
     def step(self, action: np.ndarray):
@@ -42,8 +46,10 @@ class RawActionEnv(gym.Env):
         if not np.isfinite(reward):
             raise RewardError(f"environment returned reward {reward}")
         self.total_env_steps += 1
+        self._t += 1
+        terminated, truncated, cut = self.horizon.apply(self._t, bool(terminated), bool(truncated))
         info = dict(info)
-        info.update(env_steps=1, discount=0.0)
+        info.update(env_steps=1, discount=0.0, horizon_cut=cut)
         return self._vec(obs_dict), float(reward), bool(terminated), bool(truncated), info
 
     def close(self) -> None:

@@ -20,7 +20,9 @@ import torch
 
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
+from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.policy import ACT_MODES
+from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
@@ -53,6 +55,8 @@ class AdaptConfig:
     latent_dim: int | None = None
     gamma: float = 0.99
     use_env_state: bool = True
+    train_horizon: int | None = None
+    train_horizon_cut: str = "truncate"
     # learner
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     lr: float = 3e-4
@@ -84,12 +88,18 @@ class AdaptConfig:
         """``target_entropy`` as a number, ``None`` for ``"auto"`` (each algorithm's ``-latent_dim``)."""
         return None if self.target_entropy == "auto" else float(self.target_entropy)
 
+    @property
+    def training_horizon(self) -> TrainingHorizon:
+        """The training episodes' limit (evaluation keeps the environment's horizon)."""
+        return TrainingHorizon(None if self.train_horizon is None else int(self.train_horizon), self.train_horizon_cut)
+
     def check(self) -> None:
         if self.algo not in ALGOS:
             raise ConfigError(f"algo must be one of {ALGOS}, got {self.algo!r}")
         offline_only = self.algo == "dsrl_na" and self.offline_dataset and self.offline_updates > 0
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
+        self.training_horizon  # checks train_horizon / train_horizon_cut
         try:
             self.entropy_target
         except (TypeError, ValueError):
@@ -181,7 +191,7 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
     (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     if cfg.algo == "raw_sac":
-        train_env, eval_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state), None
+        train_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state, horizon=cfg.training_horizon)
         eval_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state)
         gamma = cfg.gamma
     else:
@@ -189,7 +199,7 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
             raise ConfigError(f"{cfg.algo} needs a base policy")
         kw = dict(bound=cfg.bound, latent_mode=cfg.latent_mode, latent_dim=cfg.latent_dim, gamma=cfg.gamma,
                   use_env_state=cfg.use_env_state, projection_seed=cfg.seed, warmup_noise=cfg.warmup_noise)
-        train_env = LatentNoiseEnv(make_env(), policy, **kw)
+        train_env = LatentNoiseEnv(make_env(), policy, horizon=cfg.training_horizon, **kw)
         eval_env = LatentNoiseEnv(make_env(), policy, check_determinism=False, **kw)
         gamma = train_env.chunk_discount
     try:

@@ -33,6 +33,7 @@ from embodied_steer.core.errors import ConfigError, RewardError
 from embodied_steer.core.policy import InterventionPoint, SteerablePolicy
 from embodied_steer.core.types import Observation
 from embodied_steer.dsrl.features import ObsFeatures
+from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.latent import LatentMode, LatentNoiseMap
 from embodied_steer.sim.base import to_observation
 
@@ -93,6 +94,8 @@ class LatentNoiseEnv(gym.Env):
         warmup_noise: what ``action_space.sample()`` draws (the agent's random warm-up actions):
             ``"base"`` the base policy's own noise clipped to the box, or ``"uniform"`` over it
             (see :class:`LatentBox`).
+        horizon: a training-only episode limit (:class:`~embodied_steer.dsrl.horizon.TrainingHorizon`),
+            checked after every executed action; ``info["horizon_cut"]`` says when it ended one.
     """
 
     metadata = {"render_modes": []}
@@ -111,6 +114,7 @@ class LatentNoiseEnv(gym.Env):
         check_determinism: bool = True,
         projection_seed: int = 0,
         warmup_noise: str = "base",
+        horizon: TrainingHorizon | None = None,
     ) -> None:
         policy.require(InterventionPoint.NOISE, "DSRL (latent-noise RL)")
         check_action_dims(env, policy)
@@ -132,6 +136,7 @@ class LatentNoiseEnv(gym.Env):
         self._obs: Observation | None = None
         self._dt = 1.0 / float(getattr(getattr(env, "spec_info", None), "control_hz", 20.0))
         self._t = 0
+        self.horizon = horizon or TrainingHorizon()
         self.total_env_steps = 0
         """Environment steps executed through this wrapper since it was built (the RL budget)."""
 
@@ -197,7 +202,7 @@ class LatentNoiseEnv(gym.Env):
         latent = self.latent.check(action)
         chunk = self._chunk(self.latent.to_noise(latent))
         total, discount = 0.0, 1.0
-        terminated = truncated = False
+        terminated = truncated = cut = False
         info: dict[str, Any] = {}
         executed = []
         for i in range(self.execute_steps):
@@ -211,11 +216,12 @@ class LatentNoiseEnv(gym.Env):
             self._t += 1
             self.total_env_steps += 1
             self._obs = self._observe(obs_dict)
+            terminated, truncated, cut = self.horizon.apply(self._t, terminated, truncated)
             if terminated or truncated:
                 break
         info = dict(info)
         info.update(discount=discount, env_steps=len(executed), executed_actions=np.asarray(executed, np.float32),
-                    latent=latent[0].numpy())
+                    latent=latent[0].numpy(), horizon_cut=cut)
         return self.agent_observation(), total, bool(terminated), bool(truncated), info
 
     def close(self) -> None:
