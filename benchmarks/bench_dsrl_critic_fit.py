@@ -3,8 +3,9 @@
 Reads a run folder's last checkpoint (``checkpoint/networks.safetensors`` and the replay buffer),
 cuts the online replay into episodes (a new episode starts where a transition's observation is not
 the previous one's next observation), computes every transition's Monte-Carlo return ``G`` from the
-rewards it stored (:func:`~embodied_steer.dsrl.na.episode_returns`; failed episodes are cut by the
-time limit and their return is taken as 0, which is exact for Lift's success-only reward), and
+rewards it stored (:func:`~embodied_steer.dsrl.na.episode_returns`; failed episodes — cut by the
+time limit or, with ``train_horizon_cut=fail``, by the training horizon — have return 0, which is
+exact for the success-only reward; an episode succeeded when its last chunk earned a reward), and
 compares ``min_i Q_A,i(s, a)`` with it:
 
 * on successful episodes, by how many chunks were left before the success: a critic that has
@@ -61,6 +62,10 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.mean(pos[:, None] > neg[None, :]))
 
 
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if len(x) else float("nan")
+
+
 def report(run: Path) -> dict[str, object]:
     data, critic = load_run(run)
     n = len(data["obs"])
@@ -70,15 +75,14 @@ def report(run: Path) -> dict[str, object]:
     left = np.zeros(n, int)
     spans = episodes(data)
     for s, e in spans:
-        terminated = bool(data["terminal"][e - 1])
         g = episode_returns(data["reward"][s:e], data["discount"][s:e], terminated=True)  # failures: cut, G = 0
         mc[s:e] = g
-        success[s:e] = terminated
+        success[s:e] = data["reward"][e - 1] > 0  # success-only reward: a terminal cut earns nothing
         index[s:e] = np.arange(e - s)
         left[s:e] = np.arange(e - s)[::-1]
     with torch.no_grad():
         q = critic(torch.as_tensor(data["obs"]), torch.as_tensor(data["action"])).min(0).values.numpy()
-    out: dict[str, object] = {"run": str(run), "episodes": len(spans), "successes": int(sum(data["terminal"][e - 1] > 0
+    out: dict[str, object] = {"run": str(run), "episodes": len(spans), "successes": int(sum(data["reward"][e - 1] > 0
                                                                                             for _, e in spans))}
     print(f"\n{run}: {out['episodes']} episodes in the replay, {out['successes']} successful")
     print("| chunks before the success | n | mean Q_A | mean MC return |")
@@ -86,6 +90,8 @@ def report(run: Path) -> dict[str, object]:
     before = []
     for lo, hi in ((0, 1), (1, 3), (3, 6), (6, 10)):
         m = success & (left >= lo) & (left < hi)
+        if not m.any():
+            continue
         row = {"from": lo, "to": hi, "n": int(m.sum()), "q": float(q[m].mean()), "mc": float(mc[m].mean())}
         before.append(row)
         print(f"| {lo}–{hi - 1} | {row['n']} | {row['q']:.3f} | {row['mc']:.3f} |")
@@ -94,8 +100,10 @@ def report(run: Path) -> dict[str, object]:
     by_index = []
     for lo, hi in ((0, 3), (3, 6), (6, 10), (10, 30)):
         m = (index >= lo) & (index < hi)
-        row = {"from": lo, "to": hi, "n": int(m.sum()), "q_success": float(q[m & success].mean()),
-               "q_failure": float(q[m & ~success].mean()), "auc": auc(q[m & success], q[m & ~success])}
+        if not m.any():  # e.g. no episode reaches chunk 10 under a short training horizon
+            continue
+        row = {"from": lo, "to": hi, "n": int(m.sum()), "q_success": _mean(q[m & success]),
+               "q_failure": _mean(q[m & ~success]), "auc": auc(q[m & success], q[m & ~success])}
         by_index.append(row)
         print(f"| {lo}–{hi - 1} | {row['n']} | {row['q_success']:.3f} | {row['q_failure']:.3f} | {row['auc']:.2f} |")
     out.update(before_success=before, by_index=by_index)
