@@ -29,10 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_dsrl_noise_ceiling import run_episode  # noqa: E402
-
-from embodied_steer.cli import compose, instantiate_env, instantiate_policy  # noqa: E402
-from embodied_steer.dsrl.wrapper import LatentNoiseEnv  # noqa: E402
+from bench_dsrl_noise_ceiling import latent_env, run_episode  # noqa: E402
 
 
 def parse_setting(text: str, noise_shape: tuple[int, ...]) -> np.ndarray:
@@ -61,11 +58,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("const_latent")
 
-    cfg = compose("eval", [f"env={args.env}", f"policy={args.policy}"])
-    base = instantiate_env(cfg.env, fast_render=True)
-    policy = instantiate_policy(cfg.policy, base)
-    env = LatentNoiseEnv(base, policy, bound=1.5, check_determinism=False)
-    noise_shape = tuple(policy.noise_spec.shape)
+    env = latent_env(args.env, args.policy, bound=1.5)
+    noise_shape = tuple(env.policy.noise_spec.shape)
     settings = list(args.settings)
     if args.scan is not None:
         settings += [f"{d}:{s * args.scan:g}" for d in range(noise_shape[-1]) for s in (-1, 1)]

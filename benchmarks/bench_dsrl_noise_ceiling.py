@@ -46,6 +46,14 @@ def run_episode(env: LatentNoiseEnv, seed: int, latent_fn) -> tuple[bool, int]:
     return success, steps
 
 
+def latent_env(env_name: str, policy_name: str, bound: float) -> LatentNoiseEnv:
+    """The catalogue's ``env_name`` + ``policy_name`` as a latent-noise MDP (fast rendering, box ±bound)."""
+    cfg = compose("eval", [f"env={env_name}", f"policy={policy_name}"])
+    base = instantiate_env(cfg.env, fast_render=True)
+    policy = instantiate_policy(cfg.policy, base)
+    return LatentNoiseEnv(base, policy, bound=bound, check_determinism=False, warmup_noise="base")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", default="lift")
@@ -60,10 +68,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("noise_ceiling")
 
-    cfg = compose("eval", [f"env={args.env}", f"policy={args.policy}"])
-    base = instantiate_env(cfg.env, fast_render=True)
-    policy = instantiate_policy(cfg.policy, base)
-    env = LatentNoiseEnv(base, policy, bound=args.bound, check_determinism=False, warmup_noise="base")
+    env = latent_env(args.env, args.policy, args.bound)
     shape = env.latent.shape
     rows = []
     t0 = time.perf_counter()
