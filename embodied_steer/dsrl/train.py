@@ -22,7 +22,6 @@ from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.policy import ACT_MODES
-from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
