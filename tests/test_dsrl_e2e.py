@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from embodied_steer.dsrl.progress import read_curve
 from embodied_steer.dsrl.toy import ToyFlowPolicy, ToyGoalEnv
@@ -92,6 +93,25 @@ def test_training_horizon_shortens_training_episodes_but_not_evaluation(tmp_path
     assert np.isfinite(mc[:size]).sum() >= 2 * ended
     evals = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
     assert max(e["mean_length"] for e in evals) > 6  # evaluation episodes still run to the env's 16 steps
+
+
+@pytest.mark.parametrize("algo", ["dsrl_na", "dsrl_sac"])
+def test_keep_eval_adapters_saves_one_adapter_per_evaluation_and_resume_drops_later_ones(tmp_path, algo):
+    from embodied_steer.dsrl.policy import load_noise_adapter
+    from embodied_steer.dsrl.progress import truncate_logs
+
+    out = tmp_path / "run"
+    cfg = toy_config(out, algo, total_env_steps=64, checkpoint_every=64, eval_every=24, eval_episodes=2,
+                     learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], keep_eval_adapters=True)
+    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    steps = [row["env_steps"] for row in read_curve(out)]
+    saved = sorted((out / "adapters").iterdir())
+    assert [int(p.name.removeprefix("step_")) for p in saved] == steps and len(steps) >= 3
+    first, last = (load_noise_adapter(p) for p in (saved[0], saved[-1]))
+    assert any(not torch.equal(first.actor.state_dict()[k], v) for k, v in last.actor.state_dict().items())
+    (out / "adapters" / "step_00000099.tmp").mkdir()  # a write cut short by a kill
+    truncate_logs(out, steps[1])  # what resuming from a checkpoint at the second evaluation does
+    assert sorted(p.name for p in (out / "adapters").iterdir()) == [p.name for p in saved[:2]]
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):

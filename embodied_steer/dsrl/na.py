@@ -434,7 +434,7 @@ def offline_transitions(root: str | Path, features: ObsFeatures, k: int, gamma: 
 def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """DSRL-NA: optional offline pre-training, then online interaction with the latent MDP."""
     from embodied_steer.dsrl.policy import save_adapter
-    from embodied_steer.dsrl.progress import Counters, Progress, read_curve, truncate_logs
+    from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, read_curve, truncate_logs
     from embodied_steer.dsrl.train import _atomic
 
     k = train_env.execute_steps
@@ -489,10 +489,19 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
             (tmp / "counters.json").write_text(json.dumps({"progress": progress.counters_dict()}, indent=2))
 
         _atomic(ckpt, write)
-        save_adapter(out / "adapter", agent.actor, train_env.latent, train_env.features, hidden=cfg.hidden,
+        export(out / "adapter")
+
+    def export(folder: Path) -> None:
+        save_adapter(folder, agent.actor, train_env.latent, train_env.features, hidden=cfg.hidden,
                      base_config=base_config, algo="dsrl_na", execute_steps=k,
                      noise_critic=agent.q_w if cfg.na_select > 1 else None, select=cfg.na_select,
                      sample=cfg.na_act == "sample")
+
+    def evaluate() -> dict[str, float]:
+        row = progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
+        if cfg.keep_eval_adapters:
+            _atomic(eval_adapter_dir(out, progress.c.env_steps), export)
+        return row
 
     if offline is not None and not resuming:
         for i in range(int(cfg.offline_updates)):
@@ -503,7 +512,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                          ", ".join(f"{k}={v:.3g}" for k, v in stats.items()))
         progress.scalars(stats if cfg.offline_updates else {})
     if cfg.total_env_steps <= 0:  # offline only: evaluate the pre-trained actor once and save it
-        row = progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
+        row = evaluate()
         checkpoint()
         progress.close()
         return row
@@ -539,7 +548,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
             progress.scalars(stats)
         progress.maybe_log()
         if progress.due_eval():
-            progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
+            evaluate()
         if progress.due_checkpoint():
             checkpoint()
     progress.close()

@@ -7,12 +7,15 @@ Everything a run produces lives in its output folder:
 ``tb/``           TensorBoard scalars (``eval/success_rate``, ``train/success``, losses)
 ``curve.png``     success rate vs environment steps (redrawn at each evaluation)
 ``checkpoint/``   the last checkpoint (see the trainers)
+``adapters/``     with ``keep_eval_adapters``: the adapter as it was at each evaluation,
+                  ``adapters/step_<env steps>/`` (re-evaluate any point of the curve on more episodes)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,14 +160,24 @@ def read_curve(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def eval_adapter_dir(out: Path, env_steps: int) -> Path:
+    """Where ``keep_eval_adapters`` puts the adapter evaluated at ``env_steps``."""
+    return Path(out) / "adapters" / f"step_{env_steps:08d}"
+
+
 def truncate_logs(out: Path, env_steps: int) -> None:
-    """Drop curve / training rows written after the checkpoint being resumed (they will be redone)."""
+    """Drop curve / training rows and evaluation adapters written after the checkpoint being resumed
+    (they will be redone)."""
     for name in ("curve.jsonl", "train.jsonl"):
         path = Path(out) / name
         if path.exists():
             rows = [line for line in path.read_text().splitlines() if line.strip()]
             keep = [r for r in rows if json.loads(r)["env_steps"] <= env_steps]
             path.write_text("".join(r + "\n" for r in keep))
+    for folder in sorted((Path(out) / "adapters").glob("step_*")):
+        step = folder.name.removeprefix("step_")
+        if not step.isdigit() or int(step) > env_steps:  # later, or a write that a kill cut short
+            shutil.rmtree(folder)
 
 
 def plot_curves(curves: dict[str, list[dict]], path: Path, *, title: str, baseline: float | None = None,

@@ -22,7 +22,7 @@ from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.policy import ACT_MODES
-from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs
+from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv
@@ -45,6 +45,7 @@ class AdaptConfig:
     eval_episodes: int = 10
     eval_seed: int = 100_000
     checkpoint_every: int = 2_000
+    keep_eval_adapters: bool = False
     log_every: int = 1_000
     seed: int = 0
     resume: bool = False
@@ -116,7 +117,8 @@ class AdaptConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable[[], None]):
+def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable[[], None],
+                  on_eval: Callable[[], None]):
     from stable_baselines3.common.callbacks import BaseCallback
 
     class _Callback(BaseCallback):
@@ -145,6 +147,7 @@ def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable
             progress.maybe_log()
             if progress.due_eval():
                 progress.run_eval(sac_deterministic(model))
+                on_eval()
             if progress.due_checkpoint():
                 progress.mark_checkpoint()
                 _atomic(ckpt, lambda tmp: save_sac(model, tmp, {"progress": progress.counters_dict()}))
@@ -231,20 +234,24 @@ def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, g
                         eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                         total_env_steps=cfg.total_env_steps, counters=counters)
 
-    def export() -> None:
+    def export(folder: Path) -> None:
         if isinstance(train_env, LatentNoiseEnv):
             from embodied_steer.dsrl.networks import sb3_actor_to_noise_actor
             from embodied_steer.dsrl.policy import save_adapter
 
             actor = sb3_actor_to_noise_actor(sac_actor_state(model), train_env.features.dim,
                                              int(train_env.latent.latent_dim), cfg.hidden, train_env.latent.bound)
-            save_adapter(out / "adapter", actor, train_env.latent, train_env.features, hidden=cfg.hidden,
+            save_adapter(folder, actor, train_env.latent, train_env.features, hidden=cfg.hidden,
                          base_config=base_config, algo=cfg.algo, execute_steps=train_env.execute_steps)
 
     if progress.done:
         log.info("%s already finished (%d env steps)", cfg.algo, progress.c.env_steps)
     else:
-        callback = _sb3_callback(progress, model, ckpt, export)
+        def on_eval() -> None:
+            if cfg.keep_eval_adapters and isinstance(train_env, LatentNoiseEnv):
+                _atomic(eval_adapter_dir(out, progress.c.env_steps), export)
+
+        callback = _sb3_callback(progress, model, ckpt, lambda: export(out / "adapter"), on_eval)
         model.learn(total_timesteps=10**9, callback=callback, reset_num_timesteps=not resuming, tb_log_name=cfg.algo)
     progress.close()
     from embodied_steer.dsrl.progress import read_curve
