@@ -128,7 +128,8 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"na_select": 4}, "na_select"), ({"na_select_explore": 2}, "na_select_explore"),
                                           ({"na_act": "sample"}, "na_act"), ({"algo": "dsrl_na", "na_act": "median"}, "na_act"),
                                           ({"train_horizon": 0}, "train_horizon"),
-                                          ({"train_horizon_cut": "drop"}, "train_horizon_cut")])
+                                          ({"train_horizon_cut": "drop"}, "train_horizon_cut"),
+                                          ({"algo": "raw_sac", "keep_eval_adapters": True}, "keep_eval_adapters")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

@@ -108,6 +108,9 @@ class AdaptConfig:
             raise ConfigError(f"na_act must be one of {ACT_MODES}, got {self.na_act!r}")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
+        if self.keep_eval_adapters and self.algo == "raw_sac":
+            raise ConfigError("keep_eval_adapters=true needs a DSRL algo (dsrl_sac or dsrl_na): raw_sac has no noise "
+                              "adapter to keep; its evaluations are in curve.jsonl")
         for name in ("na_select", "na_select_explore"):
             if int(getattr(self, name)) > 1 and self.algo != "dsrl_na":
                 raise ConfigError(f"{name} > 1 needs algo=dsrl_na (its noise critic scores the candidates), got {self.algo}")
