@@ -209,3 +209,39 @@ def test_adapt_and_eval_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert summary["episodes"] == 2 and summary["policy"] == "toy_flow+dsrl"
     assert main(["adapt", "env=toy_goal", "policy=toy_flow", "algo=ppo"]) == 2
     assert "algo must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (Path(__file__).parents[1] / "embodied_steer" / "conf"
+                                                            / "recipe").glob("*.yaml")))
+def test_recipes_only_set_known_adapt_settings_and_the_command_line_wins(recipe):
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from embodied_steer.cli import CONF_DIR, compose
+
+    fields = {f.name for f in dataclasses.fields(AdaptConfig)}
+    keys = set(OmegaConf.load(CONF_DIR / "recipe" / f"{recipe}.yaml"))
+    # adapt_config() keeps only AdaptConfig fields, so a misspelt recipe key would be dropped without a word.
+    assert keys <= fields, f"recipe {recipe} sets unknown settings {sorted(keys - fields)}"
+    plain, composed = compose("adapt", []), compose("adapt", [f"recipe={recipe}", "seed=7"])
+    assert composed.seed == 7
+    assert any(composed[k] != plain[k] for k in keys)
+    assert composed.env == plain.env and composed.policy == plain.policy  # a recipe leaves env/policy to the user
+
+
+def test_lift_recipe_without_its_demonstrations_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    from embodied_steer.cli import main
+
+    catalog = tmp_path / "catalog"
+    (catalog / "envs").mkdir(parents=True)
+    (catalog / "policies").mkdir()
+    (catalog / "envs" / "toy_goal.yaml").write_text("_target_: embodied_steer.dsrl.toy.ToyGoalEnv\n")
+    (catalog / "policies" / "toy_flow.yaml").write_text("_target_: embodied_steer.dsrl.toy.ToyFlowPolicy\n")
+    monkeypatch.setenv("EMBODIED_STEER_CATALOG", str(catalog))
+    out = tmp_path / "run"
+    code = main(["adapt", "env=toy_goal", "policy=toy_flow", "recipe=lift_dsrl_na",
+                 f"offline_dataset={tmp_path / 'no_demos'}", f"output_dir={out}"])
+    assert code == 2
+    assert "no LeRobot dataset" in capsys.readouterr().err
+    assert not out.exists()

@@ -108,6 +108,10 @@ class AdaptConfig:
             raise ConfigError(f"na_act must be one of {ACT_MODES}, got {self.na_act!r}")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
+        if self.offline_dataset and not (Path(self.offline_dataset) / "meta" / "info.json").is_file():
+            # Checked here, before the run folder is written, so a typo does not leave a run to clean up.
+            raise ConfigError(f"offline_dataset={self.offline_dataset}: no LeRobot dataset there (no meta/info.json); "
+                              "`embodied-steer record env=lift policy=scripted_lift` writes one to data/lift_demos")
         if self.keep_eval_adapters and self.algo == "raw_sac":
             raise ConfigError("keep_eval_adapters=true needs a DSRL algo (dsrl_sac or dsrl_na): raw_sac has no noise "
                               "adapter to keep; its evaluations are in curve.jsonl")
