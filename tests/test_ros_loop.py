@@ -155,6 +155,13 @@ def test_watchdog_holds_when_observations_stop(loop):
     assert 0.4 < res["reaction_s"] < 0.5 + 0.25, res  # obs_timeout_s = 0.5 plus at most a few ticks
 
 
+def stats(node: NodeProcess) -> str:
+    """The ``STATS`` line a node prints as it shuts down; if missing, say how the node ended."""
+    found = node.find("STATS")
+    assert found, f"{node.name} printed no STATS line (exit code {node.proc.returncode}):\n{node.tail(30)}"
+    return found[0]
+
+
 def test_recording_and_clean_teardown(loop):
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -163,10 +170,10 @@ def test_recording_and_clean_teardown(loop):
     loop.stop()
     for node in loop.nodes.values():
         assert not node.group_alive(), node.name
-    assert "STATS recorder" in "\n".join(loop.nodes["recorder"].lines)
-    assert "queries=" in loop.nodes["assist_monitor"].find("STATS")[0]
-    assert "refused=5" in loop.nodes["steering_control"].find("STATS")[0]  # the five bad requests
-    server_stats = loop.nodes["policy_server"].find("STATS")[0]
+    assert "messages=" in stats(loop.nodes["recorder"])
+    assert "queries=" in stats(loop.nodes["assist_monitor"])
+    assert "refused=5" in stats(loop.nodes["steering_control"])  # the five bad requests
+    server_stats = stats(loop.nodes["policy_server"])
     assert "rejected=0" not in server_stats  # the hostile messages were rejected and counted
     store = get_typestore(Stores.ROS2_KILTED)
     with Reader(loop.bag) as reader:
