@@ -12,7 +12,7 @@ a finished one with the same episode count is reused, a partial one resumed.
 Usage::
 
     python benchmarks/bench_dsrl_snapshots.py outputs/adapt/lift_na_h80_free_s1 outputs/adapt/lift_na_h80_free_s2 \
-        --top 2 --episodes 50 --seed 200000 --plot benchmarks/figures/dsrl_snapshots.png
+        --top 2 --last --episodes 50 --seed 200000 --plot benchmarks/figures/dsrl_snapshots.png
 
 Prints one Markdown row per evaluated snapshot: its evaluation during training, and the held-out
 successes with a Wilson 95 % interval.
@@ -49,15 +49,18 @@ def snapshots(run: Path) -> dict[int, Path]:
     return found
 
 
-def choose(run: Path, top: int | None) -> list[tuple[int, float | None]]:
-    """(env steps, training-evaluation success) of the snapshots to evaluate, best first (``top=None``: all)."""
+def choose(run: Path, top: int | None, last: bool = False) -> list[tuple[int, float | None]]:
+    """(env steps, training-evaluation success) of the snapshots to evaluate, best first (``top=None``:
+    all, in order); ``last`` adds the final snapshot, what the run gives without any choosing."""
     kept = snapshots(run)
     curve = {int(row["env_steps"]): float(row["success_rate"]) for row in read_curve(run)}
     rows = [(steps, curve.get(steps)) for steps in kept]
     if top is None:
         return rows
-    ranked = sorted((r for r in rows if r[1] is not None), key=lambda r: (r[1], r[0]), reverse=True)
-    return ranked[:top]
+    ranked = sorted((r for r in rows if r[1] is not None), key=lambda r: (r[1], r[0]), reverse=True)[:top]
+    if last and rows[-1] not in ranked:
+        ranked.append(rows[-1])
+    return ranked
 
 
 def evaluate(adapter: Path, out: Path, env: str, episodes: int, seed: int) -> dict:
@@ -105,6 +108,7 @@ def main() -> None:
     pick = ap.add_mutually_exclusive_group()
     pick.add_argument("--top", type=int, default=2, help="evaluate the K best snapshots by the run's own evaluations")
     pick.add_argument("--all", action="store_true", help="evaluate every snapshot")
+    ap.add_argument("--last", action="store_true", help="with --top: also the run's final snapshot")
     ap.add_argument("--env", default="lift")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=200_000, help="episode i is reset with seed + i")
@@ -118,7 +122,7 @@ def main() -> None:
     results, curves = [], {}
     for run in args.runs:
         curves[run.name] = read_curve(run)
-        chosen = choose(run, None if args.all else args.top)
+        chosen = choose(run, None if args.all else args.top, args.last)
         kept = snapshots(run)
         for steps, during in chosen:
             log.info("%s: snapshot at %d env steps (training evaluation %s)", run.name, steps, during)
