@@ -185,15 +185,21 @@ def test_killed_sac_run_resumes_from_its_last_checkpoint(tmp_path):
     assert [r["episode"] for r in rows] == list(range(1, len(rows) + 1))  # no episode counted twice
 
 
-def test_adapt_and_eval_from_the_command_line(tmp_path, monkeypatch, capsys):
-    from embodied_steer.cli import main
-
+@pytest.fixture
+def toy_catalog(tmp_path, monkeypatch) -> Path:
+    """A catalogue folder with the toy env (``env=toy_goal``, 16 steps) and policy (``policy=toy_flow``)."""
     catalog = tmp_path / "catalog"
     (catalog / "envs").mkdir(parents=True)
     (catalog / "policies").mkdir()
     (catalog / "envs" / "toy_goal.yaml").write_text("_target_: embodied_steer.dsrl.toy.ToyGoalEnv\nhorizon: 16\n")
     (catalog / "policies" / "toy_flow.yaml").write_text("_target_: embodied_steer.dsrl.toy.ToyFlowPolicy\n")
     monkeypatch.setenv("EMBODIED_STEER_CATALOG", str(catalog))
+    return catalog
+
+
+def test_adapt_and_eval_from_the_command_line(tmp_path, toy_catalog, capsys):
+    from embodied_steer.cli import main
+
     out = tmp_path / "run"
     code = main(["adapt", "env=toy_goal", "policy=toy_flow", "total_env_steps=48", "eval_every=24", "eval_episodes=2",
                  "checkpoint_every=24", "learning_starts=4", "batch_size=8", "hidden=[16]", "latent_mode=tile",
@@ -230,15 +236,9 @@ def test_recipes_only_set_known_adapt_settings_and_the_command_line_wins(recipe)
     assert composed.env == plain.env and composed.policy == plain.policy  # a recipe leaves env/policy to the user
 
 
-def test_lift_recipe_without_its_demonstrations_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+def test_lift_recipe_without_its_demonstrations_is_refused_before_anything_is_written(tmp_path, toy_catalog, capsys):
     from embodied_steer.cli import main
 
-    catalog = tmp_path / "catalog"
-    (catalog / "envs").mkdir(parents=True)
-    (catalog / "policies").mkdir()
-    (catalog / "envs" / "toy_goal.yaml").write_text("_target_: embodied_steer.dsrl.toy.ToyGoalEnv\n")
-    (catalog / "policies" / "toy_flow.yaml").write_text("_target_: embodied_steer.dsrl.toy.ToyFlowPolicy\n")
-    monkeypatch.setenv("EMBODIED_STEER_CATALOG", str(catalog))
     out = tmp_path / "run"
     code = main(["adapt", "env=toy_goal", "policy=toy_flow", "recipe=lift_dsrl_na",
                  f"offline_dataset={tmp_path / 'no_demos'}", f"output_dir={out}"])
