@@ -295,6 +295,26 @@ def test_na_terminal_target_is_the_reward_and_losses_fall():
     assert last["loss/q_w"] < first["loss/q_w"] or last["loss/q_w"] < 1e-2
 
 
+def test_na_update_reports_what_the_actor_does_without_drawing_random_numbers():
+    _, agent, _ = na_agent()
+    stats = agent.update(na_batch())
+    assert {"actor/entropy", "actor/mean_latent_norm", "actor/std", "actor/q_w_at_mean"} <= stats.keys()
+    obs = na_batch()["obs"]
+    with torch.no_grad():  # a zero mean head puts the deterministic latent at the zero-noise policy
+        agent.actor.mu.weight.zero_()
+        agent.actor.mu.bias.zero_()
+        agent.actor.log_std.weight.zero_()
+        agent.actor.log_std.bias.fill_(math.log(0.5))
+    torch_state, gen_state = torch.get_rng_state(), agent.generator.get_state()
+    diag = agent.actor_diagnostics(obs, torch.full((obs.shape[0],), -3.0))
+    assert torch.equal(torch.get_rng_state(), torch_state) and torch.equal(agent.generator.get_state(), gen_state)
+    assert diag["actor/mean_latent_norm"] == 0.0
+    assert diag["actor/std"] == pytest.approx(0.5)
+    assert diag["actor/entropy"] == pytest.approx(3.0)
+    expected_q = agent.q_w(obs, torch.zeros(obs.shape[0], 8)).min(0).values.mean().item()
+    assert diag["actor/q_w_at_mean"] == pytest.approx(expected_q, rel=1e-5)
+
+
 def test_na_noise_backup_bootstraps_from_the_noise_critic_without_decoding():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

@@ -349,7 +349,22 @@ class DSRLNA:
                 for p, tp in zip(net.parameters(), target.parameters()):
                     tp.mul_(1 - self.s.tau).add_(self.s.tau * p)
         stats.update({"loss/actor": loss.item(), "alpha": self.log_alpha.exp().item()})
+        stats.update(self.actor_diagnostics(batch["obs"], log_prob))
         return stats
+
+    @torch.no_grad()
+    def actor_diagnostics(self, obs: torch.Tensor, log_prob: torch.Tensor) -> dict[str, float]:
+        """What the actor is doing, for TensorBoard: its entropy estimate (nats, from the samples
+        the actor loss drew), the norm of its deterministic latent ``b·tanh(mean)`` (a zero latent
+        is the zero-noise policy; a typical ``N(0, I)`` draw of d dims has norm ≈ √d), its mean
+        standard deviation before the squash, and ``min Q_W`` at that latent. Draws no random
+        numbers, so logging it does not change a run."""
+        mean, log_std = self.actor._dist(obs)
+        w_det = self.actor.bound * torch.tanh(mean)
+        return {"actor/entropy": float(-log_prob.detach().mean()),
+                "actor/mean_latent_norm": float(w_det.norm(dim=-1).mean()),
+                "actor/std": float(log_std.exp().mean()),
+                "actor/q_w_at_mean": float(self.q_w(obs, w_det).min(0).values.mean())}
 
     def act(self, obs: np.ndarray, deterministic: bool, select: int = 1) -> np.ndarray:
         """A latent for one observation: a sample of the actor, or (``deterministic``) its mean —
