@@ -367,6 +367,29 @@ def test_na_base_prior_pulls_the_actor_to_the_base_noise_at_a_fixed_temperature(
         DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], prior="uniform"), 0)
 
 
+def test_na_zero_mean_actor_starts_at_the_zero_latent_and_learns_from_there():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, default, decode = na_agent(seed=3)
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16,
+                                                                        actor_init="zero_mean"), 3)
+    obs = na_batch()["obs"]
+    assert default.actor.deterministic(obs).abs().max().item() > 1e-3  # the random head is somewhere else
+    assert agent.actor.deterministic(obs).abs().max().item() == 0.0
+    # only the mean head differs: the critics start from the same weights as the default agent's
+    for a, b in zip(default.q_a.parameters(), agent.q_a.parameters()):
+        assert torch.equal(a, b)
+    agent.q_w.forward = lambda o, w: torch.stack([w[:, 0], w[:, 0]])  # pays for w[0] > 0: pulls the mean off zero
+    for _ in range(30):
+        loss, _ = agent.actor_loss(obs)
+        agent.opt["actor"].zero_grad()
+        loss.backward()
+        agent.opt["actor"].step()
+    assert agent.actor.deterministic(obs)[:, 0].mean().item() > 0.05
+    with pytest.raises(ConfigError, match="na_actor_init"):
+        DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_init="zeros"), 0)
+
+
 def test_na_distillation_decodes_only_decode_batch_states():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

@@ -129,7 +129,9 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"na_act": "sample"}, "na_act"), ({"algo": "dsrl_na", "na_act": "median"}, "na_act"),
                                           ({"train_horizon": 0}, "train_horizon"),
                                           ({"train_horizon_cut": "drop"}, "train_horizon_cut"),
-                                          ({"algo": "raw_sac", "keep_eval_adapters": True}, "keep_eval_adapters")])
+                                          ({"algo": "raw_sac", "keep_eval_adapters": True}, "keep_eval_adapters"),
+                                          ({"na_actor_init": "zero_mean"}, "na_actor_init"),
+                                          ({"algo": "dsrl_na", "na_actor_init": "zeros"}, "na_actor_init")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

@@ -191,6 +191,7 @@ def pad_chunk(executed: np.ndarray, k: int, action_dim: int) -> np.ndarray:
 # =========================================================================== the learner
 NA_BACKUPS = ("action", "noise")
 NA_PRIORS = ("none", "base")
+NA_ACTOR_INITS = ("default", "zero_mean")
 
 
 @dataclass
@@ -229,6 +230,11 @@ class NASettings:
     critic_utd: int = 1
     """TD steps of ``Q_A`` per update (each on its own minibatch); the extra ones are cheap with
     ``backup="noise"`` (no decode)."""
+    actor_init: str = "default"
+    """``"default"``: the actor's mean head keeps PyTorch's random initialisation, so before any
+    update its deterministic latent is an arbitrary state-dependent noise; ``"zero_mean"``: the
+    mean head starts at zero weights and bias, so the untrained actor's mean is the zero latent —
+    the base policy's mean path — and its samples are centred on it."""
 
 
 class DSRLNA:
@@ -244,6 +250,8 @@ class DSRLNA:
             raise ConfigError(f"na_prior must be one of {NA_PRIORS}, got {settings.prior!r}")
         if settings.backup not in NA_BACKUPS:
             raise ConfigError(f"na_backup must be one of {NA_BACKUPS}, got {settings.backup!r}")
+        if settings.actor_init not in NA_ACTOR_INITS:
+            raise ConfigError(f"na_actor_init must be one of {NA_ACTOR_INITS}, got {settings.actor_init!r}")
         torch.manual_seed(seed)
         self.s = settings
         self.decode_batch = int(settings.decode_batch or settings.batch_size)
@@ -252,6 +260,10 @@ class DSRLNA:
         d = int(latent.latent_dim)
         h = list(settings.hidden)
         self.actor = NoiseActor(obs_dim, d, h, latent.bound, settings.layernorm)
+        if settings.actor_init == "zero_mean":
+            with torch.no_grad():  # after construction, so every other network draws the same weights
+                self.actor.mu.weight.zero_()
+                self.actor.mu.bias.zero_()
         self.q_a = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
         self.q_a_target = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
         self.q_a_target.load_state_dict(self.q_a.state_dict())
@@ -461,7 +473,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share, prior=cfg.na_prior,
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
                           init_temperature=cfg.init_temperature,
-                          target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, critic_utd=cfg.na_critic_utd)
+                          target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, critic_utd=cfg.na_critic_utd,
+                          actor_init=cfg.na_actor_init)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None

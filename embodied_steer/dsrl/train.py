@@ -21,6 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
+from embodied_steer.dsrl.na import NA_ACTOR_INITS
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -75,6 +76,7 @@ class AdaptConfig:
     na_backup: str = "action"
     na_distill_actor_share: float = 0.0
     na_prior: str = "none"
+    na_actor_init: str = "default"
     na_mc_bound: bool = False
     na_critic_utd: int = 1
     na_select: int = 1
@@ -106,6 +108,10 @@ class AdaptConfig:
             raise ConfigError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}") from None
         if self.na_act not in ACT_MODES:
             raise ConfigError(f"na_act must be one of {ACT_MODES}, got {self.na_act!r}")
+        if self.na_actor_init not in NA_ACTOR_INITS:
+            raise ConfigError(f"na_actor_init must be one of {NA_ACTOR_INITS}, got {self.na_actor_init!r}")
+        if self.na_actor_init != "default" and self.algo != "dsrl_na":
+            raise ConfigError(f"na_actor_init={self.na_actor_init} needs algo=dsrl_na, got {self.algo}")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
         if self.offline_dataset and not (Path(self.offline_dataset) / "meta" / "info.json").is_file():
