@@ -1,0 +1,59 @@
+"""The helpers of the DSRL diagnosis benchmarks (benchmarks/bench_dsrl_actor_drift.py, bench_dsrl_random_actor.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from bench_dsrl_actor_drift import buffer_states  # noqa: E402
+from bench_dsrl_random_actor import latent_norm, scaled_random_actor  # noqa: E402
+
+from embodied_steer.dsrl.networks import NoiseActor  # noqa: E402
+
+
+def _buffer(run: Path, obs: np.ndarray, size: int) -> None:
+    (run / "checkpoint").mkdir(parents=True)
+    np.savez(run / "checkpoint" / "replay_buffer.npz", obs=obs, size=np.int64(size))
+
+
+def test_buffer_states_takes_only_the_filled_rows_evenly(tmp_path):
+    obs = np.arange(100, dtype=np.float32)[:, None].repeat(3, 1)
+    _buffer(tmp_path, obs, size=40)  # rows 40.. are unfilled capacity
+    got = buffer_states(tmp_path, 5)
+    assert got.shape == (5, 3)
+    assert got[:, 0].tolist() == [0, 9, 19, 29, 39]
+    assert buffer_states(tmp_path, 1000).shape == (40, 3)
+
+
+def test_buffer_states_names_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match="replay_buffer.npz"):
+        buffer_states(tmp_path, 10)
+    _buffer(tmp_path, np.zeros((4, 3), np.float32), size=0)
+    with pytest.raises(SystemExit, match="holds no transitions"):
+        buffer_states(tmp_path, 10)
+
+
+@pytest.mark.parametrize("norm", [0.3, 2.5, 5.0])
+def test_random_actor_is_scaled_to_the_asked_latent_norm(norm):
+    torch.manual_seed(0)
+    like = NoiseActor(6, 40, [32, 32], bound=1.0, layernorm=True)
+    obs = torch.randn(256, 6)
+    actor = scaled_random_actor(like, obs, norm, seed=3)
+    assert latent_norm(actor, obs) == pytest.approx(norm, rel=0.01)
+    # a random actor, not the trained one rescaled, and its latent still depends on the state
+    assert not torch.allclose(actor.trunk[0].weight, like.trunk[0].weight)
+    assert actor.deterministic(obs).std(0).mean() > 0.01
+    again = scaled_random_actor(like, obs, norm, seed=3)
+    assert torch.equal(actor.deterministic(obs), again.deterministic(obs))
+
+
+def test_random_actor_refuses_a_norm_the_box_cannot_hold():
+    like = NoiseActor(6, 4, [8], bound=1.0)
+    with pytest.raises(SystemExit, match="--norm must be in"):
+        scaled_random_actor(like, torch.randn(16, 6), 2.0, seed=0)  # 4 dims in ±1 reach at most 2
