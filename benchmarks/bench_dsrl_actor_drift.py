@@ -45,7 +45,8 @@ def buffer_states(run: Path, n: int) -> torch.Tensor:
     """Up to ``n`` agent observations (evenly spaced) from the run's replay buffer, ``(n, D_obs)``."""
     path = run / "checkpoint" / "replay_buffer.npz"
     if not path.is_file():
-        raise SystemExit(f"{run}: no {path.relative_to(run)} (the run has not written a checkpoint)")
+        raise SystemExit(f"{run}: no {path.relative_to(run)} (not a DSRL-NA run, or it has not written a "
+                         "checkpoint; DSRL-SAC keeps SB3's replay_buffer.pkl instead)")
     with np.load(path) as data:
         if "obs" not in data.files:
             raise SystemExit(f"{path} has no 'obs' array (keys: {sorted(data.files)})")
@@ -138,7 +139,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="DSRL-NA/SAC run folders trained with keep_eval_adapters=true")
+    ap.add_argument("runs", nargs="+", type=Path, help="DSRL-NA run folders trained with keep_eval_adapters=true")
     ap.add_argument("--states", type=int, default=2048, help="replay-buffer observations to measure on")
     ap.add_argument("--seed", type=int, default=0, help="seed of the actor samples behind 'edge'")
     ap.add_argument("--json", type=Path, default=None)

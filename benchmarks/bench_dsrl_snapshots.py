@@ -83,7 +83,7 @@ def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     for i, (run, curve) in enumerate(curves.items()):
         color = f"C{i}"
         ax.plot([r["env_steps"] for r in curve], [r["success_rate"] for r in curve], "-o", ms=3, color=color,
@@ -96,7 +96,7 @@ def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None
     ax.set_xlabel("environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: low points stay visible
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
