@@ -13,8 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_dsrl_actor_drift import buffer_states  # noqa: E402
 from bench_dsrl_random_actor import latent_norm, scaled_random_actor  # noqa: E402
+from bench_dsrl_snapshot_average import average_actors  # noqa: E402
 
+from embodied_steer.core.policy import NoiseSpec  # noqa: E402
+from embodied_steer.dsrl.features import ObsFeatures  # noqa: E402
+from embodied_steer.dsrl.latent import LatentNoiseMap  # noqa: E402
 from embodied_steer.dsrl.networks import NoiseActor  # noqa: E402
+from embodied_steer.dsrl.policy import load_noise_adapter, save_adapter  # noqa: E402
 
 
 def _buffer(run: Path, obs: np.ndarray, size: int) -> None:
@@ -57,3 +62,31 @@ def test_random_actor_refuses_a_norm_the_box_cannot_hold():
     like = NoiseActor(6, 4, [8], bound=1.0)
     with pytest.raises(SystemExit, match="--norm must be in"):
         scaled_random_actor(like, torch.randn(16, 6), 2.0, seed=0)  # 4 dims in ±1 reach at most 2
+
+
+def _saved(folder: Path, hidden: list[int], seed: int):
+    torch.manual_seed(seed)
+    features = ObsFeatures(2, 2, 1)
+    latent = LatentNoiseMap(NoiseSpec((4, 3), 3), "full", bound=1.5)
+    actor = NoiseActor(features.dim, int(latent.latent_dim), hidden, latent.bound, layernorm=True)
+    save_adapter(folder, actor, latent, features, hidden=hidden, base_config=None, algo="dsrl_na")
+    return load_noise_adapter(folder)
+
+
+def test_average_of_snapshots_is_the_parameter_mean(tmp_path):
+    a, b, c = (_saved(tmp_path / f"s{i}", [8, 8], seed=i) for i in range(3))
+    mean = average_actors([a, b, c])
+    for name, value in mean.state_dict().items():
+        expected = (a.actor.state_dict()[name] + b.actor.state_dict()[name] + c.actor.state_dict()[name]) / 3
+        assert torch.allclose(value, expected, atol=1e-6), name
+    assert mean.bound == a.actor.bound
+    assert not mean.training
+    assert torch.equal(average_actors([a]).mu.weight, a.actor.mu.weight)
+
+
+def test_average_refuses_snapshots_of_another_layout(tmp_path):
+    a, b = _saved(tmp_path / "a", [8, 8], seed=0), _saved(tmp_path / "b", [8, 16], seed=1)
+    with pytest.raises(SystemExit, match="another actor layout"):
+        average_actors([a, b])
+    with pytest.raises(SystemExit, match="no snapshots"):
+        average_actors([])
