@@ -390,6 +390,31 @@ def test_na_zero_mean_actor_starts_at_the_zero_latent_and_learns_from_there():
         DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_init="zeros"), 0)
 
 
+def test_na_actor_lr_slows_only_the_actor():
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent(seed=3)
+    moved = {}
+    for actor_lr in (None, 3e-5):
+        agent = DSRLNA(env.features.dim, 8, env.latent, decode,
+                       NASettings(hidden=[32, 32], batch_size=16, lr=3e-3, actor_lr=actor_lr, actor_init="zero_mean"), 3)
+        assert agent.opt["q_a"].param_groups[0]["lr"] == 3e-3
+        assert agent.opt["actor"].param_groups[0]["lr"] == (3e-3 if actor_lr is None else actor_lr)
+        obs = na_batch()["obs"]
+        agent.q_w.forward = lambda o, w: torch.stack([w[:, 0], w[:, 0]])  # pays for w[0] > 0
+        for _ in range(30):
+            loss, _ = agent.actor_loss(obs)
+            agent.opt["actor"].zero_grad()
+            loss.backward()
+            agent.opt["actor"].step()
+        moved[actor_lr] = agent.actor.deterministic(obs)[:, 0].mean().item()
+    assert moved[None] > 0.05  # both move the same way, the slow actor by ~1/100 as far
+    assert 0 < moved[3e-5] < moved[None] / 20
+    for bad in (0.0, -1e-4, float("nan")):
+        with pytest.raises(ConfigError, match="na_actor_lr"):
+            DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_lr=bad), 0)
+
+
 def test_na_distillation_decodes_only_decode_batch_states():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

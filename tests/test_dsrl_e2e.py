@@ -131,7 +131,10 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"train_horizon_cut": "drop"}, "train_horizon_cut"),
                                           ({"algo": "raw_sac", "keep_eval_adapters": True}, "keep_eval_adapters"),
                                           ({"na_actor_init": "zero_mean"}, "na_actor_init"),
-                                          ({"algo": "dsrl_na", "na_actor_init": "zeros"}, "na_actor_init")])
+                                          ({"algo": "dsrl_na", "na_actor_init": "zeros"}, "na_actor_init"),
+                                          ({"na_actor_lr": 1e-4}, "na_actor_lr"),
+                                          ({"algo": "dsrl_na", "na_actor_lr": 0}, "na_actor_lr"),
+                                          ({"algo": "dsrl_na", "na_actor_lr": "slow"}, "na_actor_lr")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

@@ -230,6 +230,11 @@ class NASettings:
     critic_utd: int = 1
     """TD steps of ``Q_A`` per update (each on its own minibatch); the extra ones are cheap with
     ``backup="noise"`` (no decode)."""
+    actor_lr: float | None = None
+    """Learning rate of the actor alone (``None``: ``lr``). The actor follows ``∇_w Q_W``, which is
+    noisy where the critic has seen few chunks; with Adam each update moves it by about the learning
+    rate whatever the gradient's size, so a smaller actor rate slows the drift of its mean while the
+    critics keep learning at ``lr``."""
     actor_init: str = "default"
     """``"default"``: the actor's mean head keeps PyTorch's random initialisation, so before any
     update its deterministic latent is an arbitrary state-dependent noise; ``"zero_mean"``: the
@@ -252,6 +257,9 @@ class DSRLNA:
             raise ConfigError(f"na_backup must be one of {NA_BACKUPS}, got {settings.backup!r}")
         if settings.actor_init not in NA_ACTOR_INITS:
             raise ConfigError(f"na_actor_init must be one of {NA_ACTOR_INITS}, got {settings.actor_init!r}")
+        actor_lr = settings.lr if settings.actor_lr is None else float(settings.actor_lr)
+        if not (math.isfinite(actor_lr) and actor_lr > 0):
+            raise ConfigError(f"na_actor_lr must be a positive number (or null for lr), got {settings.actor_lr!r}")
         torch.manual_seed(seed)
         self.s = settings
         self.decode_batch = int(settings.decode_batch or settings.batch_size)
@@ -275,7 +283,7 @@ class DSRLNA:
         self.log_alpha = torch.full((1,), math.log(settings.init_temperature), requires_grad=True)
         self.target_entropy = -float(d) if settings.target_entropy is None else float(settings.target_entropy)
         self.opt = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=settings.lr),
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=actor_lr),
             "q_a": torch.optim.Adam(self.q_a.parameters(), lr=settings.lr),
             "q_w": torch.optim.Adam(self.q_w.parameters(), lr=settings.lr),
             "alpha": torch.optim.Adam([self.log_alpha], lr=settings.lr),
@@ -474,7 +482,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
                           init_temperature=cfg.init_temperature,
                           target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, critic_utd=cfg.na_critic_utd,
-                          actor_init=cfg.na_actor_init)
+                          actor_init=cfg.na_actor_init, actor_lr=cfg.na_actor_lr)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class AdaptConfig:
     na_distill_actor_share: float = 0.0
     na_prior: str = "none"
     na_actor_init: str = "default"
+    na_actor_lr: float | None = None
     na_mc_bound: bool = False
     na_critic_utd: int = 1
     na_select: int = 1
@@ -112,6 +114,15 @@ class AdaptConfig:
             raise ConfigError(f"na_actor_init must be one of {NA_ACTOR_INITS}, got {self.na_actor_init!r}")
         if self.na_actor_init != "default" and self.algo != "dsrl_na":
             raise ConfigError(f"na_actor_init={self.na_actor_init} needs algo=dsrl_na, got {self.algo}")
+        if self.na_actor_lr is not None:
+            try:
+                actor_lr = float(self.na_actor_lr)
+            except (TypeError, ValueError):
+                raise ConfigError(f"na_actor_lr must be a positive number or null, got {self.na_actor_lr!r}") from None
+            if not (math.isfinite(actor_lr) and actor_lr > 0):
+                raise ConfigError(f"na_actor_lr must be a positive number or null, got {self.na_actor_lr!r}")
+            if self.algo != "dsrl_na":
+                raise ConfigError(f"na_actor_lr needs algo=dsrl_na, got {self.algo} (it sets DSRL-NA's actor alone)")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
         if self.offline_dataset and not (Path(self.offline_dataset) / "meta" / "info.json").is_file():
