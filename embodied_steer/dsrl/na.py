@@ -231,10 +231,11 @@ class NASettings:
     """TD steps of ``Q_A`` per update (each on its own minibatch); the extra ones are cheap with
     ``backup="noise"`` (no decode)."""
     actor_lr: float | None = None
-    """Learning rate of the actor alone (``None``: ``lr``). The actor follows ``∇_w Q_W``, which is
-    noisy where the critic has seen few chunks; with Adam each update moves it by about the learning
-    rate whatever the gradient's size, so a smaller actor rate slows the drift of its mean while the
-    critics keep learning at ``lr``."""
+    """Learning rate of the actor alone (``None``: ``lr``): how fast the actor follows ``∇_w Q_W``
+    while the critics keep learning at ``lr``. Not proportionally slower: Adam moves each weight by
+    about the rate, and the mean head sums a few hundred of them, so on Lift a 10× smaller rate still
+    took the deterministic latent to norm 1.8 (2.3 at 3e-4) within 3k steps and cut its move between
+    evaluations by about a quarter (benchmarks/RESULTS.md)."""
     actor_init: str = "default"
     """``"default"``: the actor's mean head keeps PyTorch's random initialisation, so before any
     update its deterministic latent is an arbitrary state-dependent noise; ``"zero_mean"``: the
