@@ -93,13 +93,11 @@ def main() -> None:
     if obs.shape[1] != like.features.dim:
         raise SystemExit(f"{args.like} reads {like.features.dim} observation values, "
                          f"{args.states_from}'s replay buffer holds {obs.shape[1]}")
-    hidden = [m.out_features for m in like.actor.trunk if isinstance(m, torch.nn.Linear)]
-
     rows = []
     for k in range(args.actors):
         actor = scaled_random_actor(like.actor, obs, args.norm, seed=k)
         folder = args.out / f"norm{args.norm:g}" / f"actor_{k}"
-        save_adapter(folder / "adapter", actor, like.latent, like.features, hidden=hidden,
+        save_adapter(folder / "adapter", actor, like.latent, like.features, hidden=like.meta["hidden"],
                      base_config=like.base_config, algo="random_actor",
                      execute_steps=like.meta.get("execute_steps"), name=f"random_actor_{k}")
         summary = evaluate(folder / "adapter", folder / f"eval_{args.seed}", args.env, args.episodes, args.seed)

@@ -22,6 +22,7 @@ and its held-out success.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_dsrl_actor_drift import buffer_states  # noqa: E402
+from bench_dsrl_random_actor import latent_norm  # noqa: E402
 from bench_dsrl_snapshots import evaluate, snapshots  # noqa: E402
 
 from embodied_steer.dsrl.networks import NoiseActor  # noqa: E402
@@ -52,10 +54,7 @@ def average_actors(adapters: list[NoiseAdapter]) -> NoiseActor:
     for adapter, state in zip(adapters[1:], states[1:]):
         if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
             raise SystemExit(f"{adapter.folder} has another actor layout than {adapters[0].folder}")
-    base = adapters[0].actor
-    hidden = [m.out_features for m in base.trunk if isinstance(m, torch.nn.Linear)]
-    layernorm = any(isinstance(m, torch.nn.LayerNorm) for m in base.trunk)
-    averaged = NoiseActor(base.trunk[0].in_features, base.mu.out_features, hidden, base.bound, layernorm)
+    averaged = copy.deepcopy(adapters[0].actor)
     averaged.load_state_dict({k: torch.stack([s[k].float() for s in states]).mean(0) for k in first})
     return averaged.eval()
 
@@ -79,12 +78,10 @@ def main() -> None:
         actor = average_actors(adapters)
         like = adapters[-1]
         folder = run / f"averaged_from_{args.start}"
-        hidden = [m.out_features for m in actor.trunk if isinstance(m, torch.nn.Linear)]
-        save_adapter(folder / "adapter", actor, like.latent, like.features, hidden=hidden,
+        save_adapter(folder / "adapter", actor, like.latent, like.features, hidden=like.meta["hidden"],
                      base_config=like.base_config, algo=str(like.meta.get("algo", "dsrl_na")),
                      execute_steps=like.meta.get("execute_steps"), name=f"{run.name}_averaged_from_{args.start}")
-        with torch.no_grad():
-            norm = float(actor.deterministic(buffer_states(run, 2048)).norm(dim=-1).mean())
+        norm = latent_norm(actor, buffer_states(run, 2048))
         summary = evaluate(folder / "adapter", folder / f"heldout_{args.seed}", args.env, args.episodes, args.seed)
         wins, n = int(summary["successes"]), int(summary["episodes"])
         rows.append({"run": run.name, "snapshots": sorted(kept), "w_det_norm": norm, "successes": wins,

@@ -243,6 +243,23 @@ class NASettings:
     the base policy's mean path — and its samples are centred on it."""
 
 
+def actor_learning_rate(lr: float, actor_lr: float | str | None) -> float:
+    """The DSRL-NA actor's learning rate: ``actor_lr`` (``na_actor_lr``), or ``lr`` when it is ``None``.
+
+    Raises:
+        ConfigError: ``actor_lr`` is not a positive finite number.
+    """
+    if actor_lr is None:
+        return float(lr)
+    try:
+        rate = float(actor_lr)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"na_actor_lr must be a positive number (or null for lr), got {actor_lr!r}")
+    return rate
+
+
 class DSRLNA:
     """Networks, optimisers and the update of DSRL-NA (see the module docstring)."""
 
@@ -258,9 +275,7 @@ class DSRLNA:
             raise ConfigError(f"na_backup must be one of {NA_BACKUPS}, got {settings.backup!r}")
         if settings.actor_init not in NA_ACTOR_INITS:
             raise ConfigError(f"na_actor_init must be one of {NA_ACTOR_INITS}, got {settings.actor_init!r}")
-        actor_lr = settings.lr if settings.actor_lr is None else float(settings.actor_lr)
-        if not (math.isfinite(actor_lr) and actor_lr > 0):
-            raise ConfigError(f"na_actor_lr must be a positive number (or null for lr), got {settings.actor_lr!r}")
+        actor_lr = actor_learning_rate(settings.lr, settings.actor_lr)
         torch.manual_seed(seed)
         self.s = settings
         self.decode_batch = int(settings.decode_batch or settings.batch_size)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.na import NA_ACTOR_INITS
+from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -115,12 +114,7 @@ class AdaptConfig:
         if self.na_actor_init != "default" and self.algo != "dsrl_na":
             raise ConfigError(f"na_actor_init={self.na_actor_init} needs algo=dsrl_na, got {self.algo}")
         if self.na_actor_lr is not None:
-            try:
-                actor_lr = float(self.na_actor_lr)
-            except (TypeError, ValueError):
-                raise ConfigError(f"na_actor_lr must be a positive number or null, got {self.na_actor_lr!r}") from None
-            if not (math.isfinite(actor_lr) and actor_lr > 0):
-                raise ConfigError(f"na_actor_lr must be a positive number or null, got {self.na_actor_lr!r}")
+            actor_learning_rate(self.lr, self.na_actor_lr)
             if self.algo != "dsrl_na":
                 raise ConfigError(f"na_actor_lr needs algo=dsrl_na, got {self.algo} (it sets DSRL-NA's actor alone)")
         if self.na_act != "mean" and self.algo != "dsrl_na":
