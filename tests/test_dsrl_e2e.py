@@ -232,13 +232,22 @@ def test_recipes_only_set_known_adapt_settings_and_the_command_line_wins(recipe)
     from embodied_steer.cli import CONF_DIR, compose
 
     fields = {f.name for f in dataclasses.fields(AdaptConfig)}
-    keys = set(OmegaConf.load(CONF_DIR / "recipe" / f"{recipe}.yaml"))
+    keys = set(OmegaConf.load(CONF_DIR / "recipe" / f"{recipe}.yaml")) - {"defaults"}  # a recipe may build on another
     # adapt_config() keeps only AdaptConfig fields, so a misspelt recipe key would be dropped without a word.
     assert keys <= fields, f"recipe {recipe} sets unknown settings {sorted(keys - fields)}"
     plain, composed = compose("adapt", []), compose("adapt", [f"recipe={recipe}", "seed=7"])
     assert composed.seed == 7
     assert any(composed[k] != plain[k] for k in keys)
     assert composed.env == plain.env and composed.policy == plain.policy  # a recipe leaves env/policy to the user
+
+
+def test_the_projected_latent_recipe_is_the_lift_recipe_with_only_the_latent_changed():
+    from embodied_steer.cli import compose
+
+    base, proj = compose("adapt", ["recipe=lift_dsrl_na"]), compose("adapt", ["recipe=lift_dsrl_na_proj16"])
+    assert {k for k in base if base[k] != proj[k]} == {"latent_mode", "latent_dim"}
+    assert (proj.latent_mode, proj.latent_dim) == ("project", 16)
+    assert compose("adapt", ["recipe=lift_dsrl_na_proj16", "latent_dim=8"]).latent_dim == 8
 
 
 def test_lift_recipe_without_its_demonstrations_is_refused_before_anything_is_written(tmp_path, toy_catalog, capsys):
