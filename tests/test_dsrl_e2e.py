@@ -134,7 +134,10 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"algo": "dsrl_na", "na_actor_init": "zeros"}, "na_actor_init"),
                                           ({"na_actor_lr": 1e-4}, "na_actor_lr"),
                                           ({"algo": "dsrl_na", "na_actor_lr": 0}, "na_actor_lr"),
-                                          ({"algo": "dsrl_na", "na_actor_lr": "slow"}, "na_actor_lr")])
+                                          ({"algo": "dsrl_na", "na_actor_lr": "slow"}, "na_actor_lr"),
+                                          ({"reward_shaping": "dense"}, "reward_shaping"),
+                                          ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
+                                          ({"reward_shaping": "lift"}, "env_state")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

@@ -52,6 +52,7 @@ from embodied_steer.core.types import Observation
 from embodied_steer.dsrl.features import ObsFeatures
 from embodied_steer.dsrl.latent import LatentNoiseMap
 from embodied_steer.dsrl.networks import CriticEnsemble, NoiseActor, choose_latent
+from embodied_steer.dsrl.shaping import shape_rows
 
 log = logging.getLogger("embodied_steer.dsrl")
 
@@ -507,6 +508,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
     counters = None
     if cfg.offline_dataset:
         rows = offline_transitions(cfg.offline_dataset, train_env.features, k, cfg.gamma, action_dim)
+        if train_env.shaping is not None:
+            rows = shape_rows(train_env.shaping, rows)
         offline = ChunkReplay(len(rows), train_env.features.dim, k * action_dim)
         for row in rows:
             offline.add(*row)
@@ -582,7 +585,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         next_obs, reward, terminated, truncated, info = train_env.step(w)
         episode_slots.append(online.add(obs, pad_chunk(info["executed_actions"], k, action_dim), reward,
                                         info["discount"], float(terminated), next_obs))
-        episode_return += reward
+        episode_return += info["task_reward"]  # logged returns are the task's, shaped or not
         end = terminated or truncated
         if end:
             online.set_mc_returns(episode_slots, episode_returns(online.data["reward"][episode_slots],

@@ -2,7 +2,8 @@
 
 :class:`RawActionEnv` exposes a toolkit environment as a flat-``Box`` gymnasium env: observation =
 ``state`` (+ ``env_state``) of the current step, action = the environment's own action
-(``(7,)`` for robosuite OSC_POSE), one environment step per agent step, reward unchanged.
+(``(7,)`` for robosuite OSC_POSE), one environment step per agent step, reward unchanged (or shaped by a potential,
+:mod:`~embodied_steer.dsrl.shaping`, with ``info["task_reward"]`` the environment's own).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from embodied_steer.core.errors import RewardError
 from embodied_steer.dsrl.features import ObsFeatures
 from embodied_steer.dsrl.horizon import TrainingHorizon
+from embodied_steer.dsrl.shaping import Potential, shaped_reward
 from embodied_steer.sim.base import to_observation
 
 
@@ -23,8 +25,12 @@ class RawActionEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env: gym.Env, *, use_env_state: bool = True, horizon: TrainingHorizon | None = None) -> None:
+    def __init__(self, env: gym.Env, *, use_env_state: bool = True, horizon: TrainingHorizon | None = None,
+                 shaping: Potential | None = None, gamma: float = 0.99) -> None:
         self.env = env
+        self.shaping = shaping
+        self.gamma = float(gamma)
+        self._last: np.ndarray | None = None
         self.horizon = horizon or TrainingHorizon()
         self._t = 0
         self.features = ObsFeatures.for_env(env.observation_space, 1, use_env_state)
@@ -39,7 +45,8 @@ class RawActionEnv(gym.Env):
         super().reset(seed=seed)
         obs_dict, info = self.env.reset(seed=seed)
         self._t = 0
-        return self._vec(obs_dict), dict(info)
+        self._last = self._vec(obs_dict)
+        return self._last, dict(info)
 
     def step(self, action: np.ndarray):
         obs_dict, reward, terminated, truncated, info = self.env.step(np.asarray(action, np.float32))
@@ -49,8 +56,12 @@ class RawActionEnv(gym.Env):
         self._t += 1
         terminated, truncated, cut = self.horizon.apply(self._t, bool(terminated), bool(truncated))
         info = dict(info)
-        info.update(env_steps=1, discount=0.0, horizon_cut=cut)
-        return self._vec(obs_dict), float(reward), bool(terminated), bool(truncated), info
+        info.update(env_steps=1, discount=0.0, horizon_cut=cut, task_reward=float(reward))
+        obs = self._vec(obs_dict)
+        if self.shaping is not None and self._last is not None:
+            reward = shaped_reward(self.shaping, self._last, float(reward), self.gamma, terminated, obs)
+        self._last = obs
+        return obs, float(reward), bool(terminated), bool(truncated), info
 
     def close(self) -> None:
         self.env.close()

@@ -26,6 +26,7 @@ from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
+from embodied_steer.dsrl.shaping import SHAPINGS, make_potential
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv
 
 log = logging.getLogger("embodied_steer.dsrl")
@@ -58,6 +59,8 @@ class AdaptConfig:
     use_env_state: bool = True
     train_horizon: int | None = None
     train_horizon_cut: str = "truncate"
+    reward_shaping: str = "none"
+    shaping_scale: float = 0.5
     # learner
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     lr: float = 3e-4
@@ -103,6 +106,10 @@ class AdaptConfig:
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
         self.training_horizon  # checks train_horizon / train_horizon_cut
+        if self.reward_shaping not in SHAPINGS:
+            raise ConfigError(f"reward_shaping must be one of {SHAPINGS}, got {self.reward_shaping!r}")
+        if self.reward_shaping != "none" and not 0.0 < float(self.shaping_scale) < 1.0:
+            raise ConfigError(f"shaping_scale must be in (0, 1) (the success reward is 1), got {self.shaping_scale}")
         try:
             self.entropy_target
         except (TypeError, ValueError):
@@ -151,7 +158,7 @@ def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable
             if self.finished:
                 return False
             info = self.locals["infos"][0]
-            self.episode_return += float(self.locals["rewards"][0])
+            self.episode_return += float(info.get("task_reward", self.locals["rewards"][0]))
             end = bool(self.locals["dones"][0])
             progress.record_step(int(info.get("env_steps", 1)), end, bool(info.get("is_success", False)),
                                  self.episode_return)
@@ -207,11 +214,10 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
     resuming = cfg.resume and (ckpt / "counters.json").is_file()
     if out.exists() and not cfg.resume and any(out.iterdir()):
         raise ConfigError(f"output folder {out} is not empty: pass resume=true to continue it or choose another")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     if cfg.algo == "raw_sac":
-        train_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state, horizon=cfg.training_horizon)
+        train_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state, horizon=cfg.training_horizon,
+                                 gamma=cfg.gamma)
         eval_env = RawActionEnv(make_env(), use_env_state=cfg.use_env_state)
         gamma = cfg.gamma
     else:
@@ -223,6 +229,11 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
         eval_env = LatentNoiseEnv(make_env(), policy, check_determinism=False, **kw)
         gamma = train_env.chunk_discount
     try:
+        # Only training transitions are shaped: evaluation reports the task's own success and return.
+        # Built (and refused) before anything is written to the run folder.
+        train_env.shaping = make_potential(cfg.reward_shaping, train_env.features, cfg.shaping_scale)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         if cfg.algo == "dsrl_na":
             from embodied_steer.dsrl.na import run_na
 

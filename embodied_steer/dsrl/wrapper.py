@@ -35,6 +35,7 @@ from embodied_steer.core.types import Observation
 from embodied_steer.dsrl.features import ObsFeatures
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.latent import LatentMode, LatentNoiseMap
+from embodied_steer.dsrl.shaping import Potential, shaped_reward
 from embodied_steer.sim.base import to_observation
 
 
@@ -96,6 +97,9 @@ class LatentNoiseEnv(gym.Env):
             (see :class:`LatentBox`).
         horizon: a training-only episode limit (:class:`~embodied_steer.dsrl.horizon.TrainingHorizon`),
             checked after every executed action; ``info["horizon_cut"]`` says when it ended one.
+        shaping: a potential ``Φ`` over agent observations (:mod:`~embodied_steer.dsrl.shaping`);
+            the step's reward is then the shaped chunk reward and ``info["task_reward"]`` the
+            environment's own (always present).
     """
 
     metadata = {"render_modes": []}
@@ -115,6 +119,7 @@ class LatentNoiseEnv(gym.Env):
         projection_seed: int = 0,
         warmup_noise: str = "base",
         horizon: TrainingHorizon | None = None,
+        shaping: Potential | None = None,
     ) -> None:
         policy.require(InterventionPoint.NOISE, "DSRL (latent-noise RL)")
         check_action_dims(env, policy)
@@ -137,6 +142,7 @@ class LatentNoiseEnv(gym.Env):
         self._dt = 1.0 / float(getattr(getattr(env, "spec_info", None), "control_hz", 20.0))
         self._t = 0
         self.horizon = horizon or TrainingHorizon()
+        self.shaping = shaping
         self.total_env_steps = 0
         """Environment steps executed through this wrapper since it was built (the RL budget)."""
 
@@ -200,6 +206,7 @@ class LatentNoiseEnv(gym.Env):
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
         latent = self.latent.check(action)
+        start = self.agent_observation()
         chunk = self._chunk(self.latent.to_noise(latent))
         total, discount = 0.0, 1.0
         terminated = truncated = cut = False
@@ -221,8 +228,11 @@ class LatentNoiseEnv(gym.Env):
                 break
         info = dict(info)
         info.update(discount=discount, env_steps=len(executed), executed_actions=np.asarray(executed, np.float32),
-                    latent=latent[0].numpy(), horizon_cut=cut)
-        return self.agent_observation(), total, bool(terminated), bool(truncated), info
+                    latent=latent[0].numpy(), horizon_cut=cut, task_reward=total)
+        next_obs = self.agent_observation()
+        if self.shaping is not None:
+            total = shaped_reward(self.shaping, start, total, discount, terminated, next_obs)
+        return next_obs, total, bool(terminated), bool(truncated), info
 
     def close(self) -> None:
         self.env.close()
