@@ -90,3 +90,18 @@ def test_average_refuses_snapshots_of_another_layout(tmp_path):
         average_actors([a, b])
     with pytest.raises(SystemExit, match="no snapshots"):
         average_actors([])
+
+
+def test_failure_modes_classify_and_read_a_scripted_grasp():
+    import logging
+
+    from bench_lift_failure_modes import classify, run
+
+    assert classify(True, 0.5, 0, 0.02) == "success"
+    assert classify(False, 0.05, 0, 0.02) == "never_near"
+    assert classify(False, 0.01, 0, 0.02) == "near_no_grasp"
+    assert classify(False, 0.01, 3, 0.02) == "grasped_dropped"
+    result = run("expert", ["policy=scripted_lift"], episodes=1, seed=0, near=0.02, log=logging.getLogger("test"))
+    (episode,) = result["episodes_detail"]
+    assert result["counts"]["success"] == 1 and episode["class"] == "success"
+    assert episode["grasp_steps"] > 0 and episode["min_dist"] < 0.02 and episode["max_lift"] > 0.01
