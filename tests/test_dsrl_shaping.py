@@ -163,4 +163,16 @@ def test_adapt_config_checks_the_shaping_settings():
         AdaptConfig(reward_shaping="dense").check()
     with pytest.raises(ConfigError, match="shaping_scale"):
         AdaptConfig(reward_shaping="lift", shaping_scale=0.0).check()
+    with pytest.raises(ConfigError, match="shaping_sharpness"):
+        AdaptConfig(reward_shaping="lift", shaping_sharpness=-1.0).check()
     AdaptConfig(reward_shaping="lift").check()
+
+
+def test_a_sharper_reach_separates_a_near_miss_from_a_grasp_position_more():
+    """The zero-noise policy's misses stop ~3.7 cm from the cube; grasps happen within ~1 cm."""
+    miss, ready = lift_obs(0.821, (0.037, 0.0, 0.0)), lift_obs(0.821, (0.01, 0.0, 0.0))
+    soft = make_potential("lift", LIFT, 0.9, sharpness=10.0)
+    sharp = make_potential("lift", LIFT, 0.9, sharpness=50.0)
+    assert sharp(ready) - sharp(miss) > 1.8 * (soft(ready) - soft(miss)) > 0
+    with pytest.raises(ConfigError, match="shaping_sharpness"):
+        make_potential("lift", LIFT, 0.5, sharpness=0.0)

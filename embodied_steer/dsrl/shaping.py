@@ -63,7 +63,8 @@ class LiftPotential:
             ``env_state`` values).
         scale: the largest potential, in units of the success reward (keep it below 1: a shaped
             chunk that ends in success then still earns more than one that only approaches it).
-        sharpness: 1/m in the reaching term (robosuite uses 10).
+        sharpness: 1/m in the reaching term (robosuite uses 10: the term then changes by only 0.25
+            between 3.7 cm, where the zero-noise policy's misses stop, and 1 cm; 50 makes it 0.5).
     """
 
     features: ObsFeatures
@@ -82,6 +83,8 @@ class LiftPotential:
                 f"{self.features.env_state_dim} (is use_env_state false, or the env not Lift?)")
         if not 0.0 < self.scale < 1.0:
             raise ConfigError(f"shaping_scale must be in (0, 1) (the success reward is 1), got {self.scale}")
+        if not self.sharpness > 0.0:
+            raise ConfigError(f"shaping_sharpness must be > 0 (1/m), got {self.sharpness}")
 
     def terms(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         """``reach``, ``grasp`` (= reach · closure) and ``lift``, each in [0, 1], shape ``obs.shape[:-1]``."""
@@ -101,13 +104,14 @@ class LiftPotential:
         return self.scale * (t["reach"] + t["grasp"] + t["lift"]) / 3.0
 
 
-def make_potential(name: str, features: ObsFeatures, scale: float = 0.5) -> Potential | None:
-    """The potential called ``name`` (``"none"``: no shaping, ``None``)."""
+def make_potential(name: str, features: ObsFeatures, scale: float = 0.5, sharpness: float = 10.0) -> Potential | None:
+    """The potential called ``name`` (``"none"``: no shaping, ``None``) with its largest value
+    ``scale`` and, for ``lift``, the reaching term's ``sharpness`` (1/m)."""
     if name not in SHAPINGS:
         raise ConfigError(f"reward_shaping must be one of {SHAPINGS}, got {name!r}")
     if name == "none":
         return None
-    return LiftPotential(features, scale=float(scale))
+    return LiftPotential(features, scale=float(scale), sharpness=float(sharpness))
 
 
 def shaped_reward(potential: Potential, obs: np.ndarray, reward: float, discount: float, terminal: bool,

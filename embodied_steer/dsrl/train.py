@@ -61,6 +61,7 @@ class AdaptConfig:
     train_horizon_cut: str = "truncate"
     reward_shaping: str = "none"
     shaping_scale: float = 0.5
+    shaping_sharpness: float = 10.0
     # learner
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     lr: float = 3e-4
@@ -110,6 +111,8 @@ class AdaptConfig:
             raise ConfigError(f"reward_shaping must be one of {SHAPINGS}, got {self.reward_shaping!r}")
         if self.reward_shaping != "none" and not 0.0 < float(self.shaping_scale) < 1.0:
             raise ConfigError(f"shaping_scale must be in (0, 1) (the success reward is 1), got {self.shaping_scale}")
+        if self.reward_shaping != "none" and not float(self.shaping_sharpness) > 0.0:
+            raise ConfigError(f"shaping_sharpness must be > 0 (1/m), got {self.shaping_sharpness}")
         try:
             self.entropy_target
         except (TypeError, ValueError):
@@ -231,7 +234,8 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
     try:
         # Only training transitions are shaped: evaluation reports the task's own success and return.
         # Built (and refused) before anything is written to the run folder.
-        train_env.shaping = make_potential(cfg.reward_shaping, train_env.features, cfg.shaping_scale)
+        train_env.shaping = make_potential(cfg.reward_shaping, train_env.features, cfg.shaping_scale,
+                                           cfg.shaping_sharpness)
         out.mkdir(parents=True, exist_ok=True)
         (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         if cfg.algo == "dsrl_na":
