@@ -70,7 +70,8 @@ def run(name: str, overrides: list[str], episodes: int, seed: int, near: float, 
                                                      object_geoms=robosuite_env.cube)
                 stats["grasp_steps"] += int(grasped)
 
-            result = run_episode(env, policy, episode=i, seed=seed + i, act=act, on_step=on_step)
+            result = run_episode(env, policy, episode=i, seed=seed + i, act=act, on_step=on_step,
+                                 max_steps=cfg.get("max_steps"), execute_steps=cfg.get("execute_steps"))
             z = np.asarray(stats["z"])
             settled = z[min(5, len(z) - 1)]  # the cube is dropped onto the table at reset
             row = {"seed": seed + i, "success": bool(result.success), "steps": result.steps,

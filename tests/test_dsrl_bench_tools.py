@@ -105,3 +105,7 @@ def test_failure_modes_classify_and_read_a_scripted_grasp():
     (episode,) = result["episodes_detail"]
     assert result["counts"]["success"] == 1 and episode["class"] == "success"
     assert episode["grasp_steps"] > 0 and episode["min_dist"] < 0.02 and episode["max_lift"] > 0.01
+    # the eval config's episode settings are honoured: cut at 10 steps the expert is still on its way
+    short = run("short", ["policy=scripted_lift", "max_steps=10"], episodes=1, seed=0, near=0.02,
+                log=logging.getLogger("test"))["episodes_detail"][0]
+    assert short["steps"] == 10 and short["class"] == "never_near"
