@@ -33,6 +33,22 @@ from embodied_steer.dsrl.features import ObsFeatures
 SHAPINGS = ("none", "lift")
 
 
+def check_shaping(name: str, scale: float, sharpness: float) -> None:
+    """Raise :class:`ConfigError` for an unknown shaping ``name`` or, when it shapes, a bad
+    ``scale`` / ``sharpness`` (cheap: no environment needed)."""
+    if name not in SHAPINGS:
+        raise ConfigError(f"reward_shaping must be one of {SHAPINGS}, got {name!r}")
+    if name != "none":
+        _check_potential_settings(scale, sharpness)
+
+
+def _check_potential_settings(scale: float, sharpness: float) -> None:
+    if not 0.0 < float(scale) < 1.0:
+        raise ConfigError(f"shaping_scale must be in (0, 1) (the success reward is 1), got {scale}")
+    if not float(sharpness) > 0.0:
+        raise ConfigError(f"shaping_sharpness must be > 0 (1/m), got {sharpness}")
+
+
 class Potential(Protocol):
     """``Φ``: agent observations ``(..., dim)`` → potentials ``(...,)`` (float64)."""
 
@@ -81,10 +97,7 @@ class LiftPotential:
                 "reward_shaping=lift reads the gripper from the agent's state (9 values) and the cube from its "
                 f"env_state (10 Lift object-state values); the agent has {self.features.state_dim} and "
                 f"{self.features.env_state_dim} (is use_env_state false, or the env not Lift?)")
-        if not 0.0 < self.scale < 1.0:
-            raise ConfigError(f"shaping_scale must be in (0, 1) (the success reward is 1), got {self.scale}")
-        if not self.sharpness > 0.0:
-            raise ConfigError(f"shaping_sharpness must be > 0 (1/m), got {self.sharpness}")
+        _check_potential_settings(self.scale, self.sharpness)
 
     def terms(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         """``reach``, ``grasp`` (= reach · closure) and ``lift``, each in [0, 1], shape ``obs.shape[:-1]``."""
@@ -107,8 +120,7 @@ class LiftPotential:
 def make_potential(name: str, features: ObsFeatures, scale: float = 0.5, sharpness: float = 10.0) -> Potential | None:
     """The potential called ``name`` (``"none"``: no shaping, ``None``) with its largest value
     ``scale`` and, for ``lift``, the reaching term's ``sharpness`` (1/m)."""
-    if name not in SHAPINGS:
-        raise ConfigError(f"reward_shaping must be one of {SHAPINGS}, got {name!r}")
+    check_shaping(name, scale, sharpness)
     if name == "none":
         return None
     return LiftPotential(features, scale=float(scale), sharpness=float(sharpness))

@@ -26,7 +26,7 @@ from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
-from embodied_steer.dsrl.shaping import SHAPINGS, make_potential
+from embodied_steer.dsrl.shaping import check_shaping, make_potential
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv
 
 log = logging.getLogger("embodied_steer.dsrl")
@@ -107,12 +107,7 @@ class AdaptConfig:
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
         self.training_horizon  # checks train_horizon / train_horizon_cut
-        if self.reward_shaping not in SHAPINGS:
-            raise ConfigError(f"reward_shaping must be one of {SHAPINGS}, got {self.reward_shaping!r}")
-        if self.reward_shaping != "none" and not 0.0 < float(self.shaping_scale) < 1.0:
-            raise ConfigError(f"shaping_scale must be in (0, 1) (the success reward is 1), got {self.shaping_scale}")
-        if self.reward_shaping != "none" and not float(self.shaping_sharpness) > 0.0:
-            raise ConfigError(f"shaping_sharpness must be > 0 (1/m), got {self.shaping_sharpness}")
+        check_shaping(self.reward_shaping, self.shaping_scale, self.shaping_sharpness)
         try:
             self.entropy_target
         except (TypeError, ValueError):

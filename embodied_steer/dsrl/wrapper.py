@@ -206,7 +206,7 @@ class LatentNoiseEnv(gym.Env):
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
         latent = self.latent.check(action)
-        start = self.agent_observation()
+        start = self.agent_observation() if self.shaping is not None else None
         chunk = self._chunk(self.latent.to_noise(latent))
         total, discount = 0.0, 1.0
         terminated = truncated = cut = False
