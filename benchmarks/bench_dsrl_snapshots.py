@@ -2,7 +2,8 @@
 
 A learning curve's best point, picked on the same 20 seeds it was measured on, overstates itself
 (by about 0.15 on Lift, see RESULTS). This script takes each run's snapshots — the ``--top K`` by the
-run's own evaluations (ties go to the later one), or ``--all`` — and evaluates each with
+run's own evaluations (ties go to the later one), ``--all``, or ``--best``: the run's ``adapter_best/``, which
+``adapt`` chose by the same rule as it trained (no kept snapshots needed) — and evaluates each with
 ``embodied-steer eval`` on episodes reset with ``--seed + i``, seeds the run never saw, so the number
 reported for a chosen snapshot was not used to choose it.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embodied_steer.cli import main as cli_main  # noqa: E402
-from embodied_steer.dsrl.progress import read_curve  # noqa: E402
+from embodied_steer.dsrl.progress import BEST_ADAPTER, read_curve, read_selection  # noqa: E402
 from embodied_steer.eval.stats import wilson_interval  # noqa: E402
 
 log = logging.getLogger("snapshots")
@@ -61,6 +62,24 @@ def choose(run: Path, top: int | None, last: bool = False) -> list[tuple[int, fl
     if last and rows[-1] not in ranked:
         ranked.append(rows[-1])
     return ranked
+
+
+def targets(run: Path, top: int | None, last: bool, best: bool) -> list[tuple[int, float | None, Path]]:
+    """(env steps, training-evaluation success, adapter folder) of each adapter of ``run`` to evaluate."""
+    if best:
+        selection = read_selection(run)
+        if selection is None:
+            raise SystemExit(f"{run} has no {BEST_ADAPTER}/ (runs of adapt before it was written: use --top 1)")
+        found = [(int(selection["env_steps"]), float(selection["success_rate"]), run / BEST_ADAPTER)]
+        if last:
+            kept = snapshots(run)
+            final = max(kept)
+            if final != found[0][0]:
+                found.append((final, {int(r["env_steps"]): r["success_rate"] for r in read_curve(run)}.get(final),
+                              kept[final]))
+        return found
+    kept = snapshots(run)
+    return [(steps, during, kept[steps]) for steps, during in choose(run, top, last)]
 
 
 def evaluate(adapter: Path, out: Path, env: str, episodes: int, seed: int) -> dict:
@@ -108,7 +127,8 @@ def main() -> None:
     pick = ap.add_mutually_exclusive_group()
     pick.add_argument("--top", type=int, default=2, help="evaluate the K best snapshots by the run's own evaluations")
     pick.add_argument("--all", action="store_true", help="evaluate every snapshot")
-    ap.add_argument("--last", action="store_true", help="with --top: also the run's final snapshot")
+    pick.add_argument("--best", action="store_true", help="evaluate the run's adapter_best/ (the best evaluation)")
+    ap.add_argument("--last", action="store_true", help="with --top or --best: also the run's final snapshot")
     ap.add_argument("--env", default="lift")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=200_000, help="episode i is reset with seed + i")
@@ -122,11 +142,10 @@ def main() -> None:
     results, curves = [], {}
     for run in args.runs:
         curves[run.name] = read_curve(run)
-        chosen = choose(run, None if args.all else args.top, args.last)
-        kept = snapshots(run)
-        for steps, during in chosen:
-            log.info("%s: snapshot at %d env steps (training evaluation %s)", run.name, steps, during)
-            summary = evaluate(kept[steps], run / f"heldout_{args.seed}" / kept[steps].name, args.env,
+        for steps, during, adapter in targets(run, None if args.all else args.top, args.last, args.best):
+            log.info("%s: adapter at %d env steps (training evaluation %s)", run.name, steps, during)
+            # one folder per env step: adapter_best/ and the snapshot it copies share their evaluation
+            summary = evaluate(adapter, run / f"heldout_{args.seed}" / f"step_{steps:08d}", args.env,
                                args.episodes, args.seed)
             n, wins = int(summary["episodes"]), int(summary["successes"])
             results.append({"run": run.name, "env_steps": steps, "training_eval": during, "episodes": n,

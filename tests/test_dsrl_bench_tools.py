@@ -1,7 +1,9 @@
-"""The helpers of the DSRL diagnosis benchmarks (benchmarks/bench_dsrl_actor_drift.py, bench_dsrl_random_actor.py)."""
+"""The helpers of the DSRL diagnosis benchmarks (benchmarks/bench_dsrl_actor_drift.py, bench_dsrl_random_actor.py,
+bench_dsrl_snapshots.py, …)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_dsrl_actor_drift import buffer_states  # noqa: E402
 from bench_dsrl_random_actor import latent_norm, scaled_random_actor  # noqa: E402
 from bench_dsrl_snapshot_average import average_actors  # noqa: E402
+from bench_dsrl_snapshots import targets  # noqa: E402
 
 from embodied_steer.core.policy import NoiseSpec  # noqa: E402
 from embodied_steer.dsrl.features import ObsFeatures  # noqa: E402
@@ -109,3 +112,27 @@ def test_failure_modes_classify_and_read_a_scripted_grasp():
     short = run("short", ["policy=scripted_lift", "max_steps=10"], episodes=1, seed=0, near=0.02,
                 log=logging.getLogger("test"))["episodes_detail"][0]
     assert short["steps"] == 10 and short["class"] == "never_near"
+
+
+def _run_with_best(run: Path, rates: list[float], best_at: int) -> None:
+    run.mkdir(parents=True)
+    (run / "curve.jsonl").write_text("".join(json.dumps({"env_steps": 10 * (i + 1), "success_rate": r}) + "\n"
+                                             for i, r in enumerate(rates)))
+    for i in range(len(rates)):
+        (run / "adapters" / f"step_{10 * (i + 1):08d}").mkdir(parents=True)
+        (run / "adapters" / f"step_{10 * (i + 1):08d}" / "adapter.json").write_text("{}")
+    (run / "adapter_best").mkdir()
+    (run / "adapter_best" / "selection.json").write_text(json.dumps({"env_steps": best_at,
+                                                                     "success_rate": rates[best_at // 10 - 1]}))
+
+
+def test_snapshot_targets_pick_the_best_adapter_and_agree_with_top_one(tmp_path):
+    run = tmp_path / "run"
+    _run_with_best(run, [0.4, 0.8, 0.8, 0.6], best_at=30)
+    assert targets(run, None, False, best=True) == [(30, 0.8, run / "adapter_best")]
+    assert targets(run, None, True, best=True) == [(30, 0.8, run / "adapter_best"),
+                                                   (40, 0.6, run / "adapters" / "step_00000040")]
+    # the rule adapt chose by is --top 1's: the same env steps
+    assert [t[0] for t in targets(run, 1, False, best=False)] == [30]
+    with pytest.raises(SystemExit, match="adapter_best"):
+        targets(tmp_path / "missing", None, False, best=True)

@@ -114,6 +114,69 @@ def test_keep_eval_adapters_saves_one_adapter_per_evaluation_and_resume_drops_la
     assert sorted(p.name for p in (out / "adapters").iterdir()) == [p.name for p in saved[:2]]
 
 
+@pytest.mark.parametrize("algo", ["dsrl_na", "dsrl_sac"])
+def test_best_adapter_is_the_snapshot_of_the_best_evaluation(tmp_path, algo):
+    from embodied_steer.dsrl.policy import load_noise_adapter
+    from embodied_steer.dsrl.progress import is_better, read_selection
+
+    out = tmp_path / "run"
+    cfg = toy_config(out, algo, total_env_steps=64, checkpoint_every=64, eval_every=16, eval_episodes=4,
+                     learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], keep_eval_adapters=True)
+    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    curve = read_curve(out)
+    best = None
+    for row in curve:
+        best = row if is_better(row, best) else best
+    selection = read_selection(out)
+    assert selection["env_steps"] == best["env_steps"] and selection["success_rate"] == best["success_rate"]
+    assert selection["eval_seed"] == cfg.eval_seed and selection["eval_episodes"] == 4
+    chosen = load_noise_adapter(out / "adapter_best").actor.state_dict()
+    snapshot = load_noise_adapter(out / "adapters" / f"step_{best['env_steps']:08d}").actor.state_dict()
+    assert all(torch.equal(chosen[k], v) for k, v in snapshot.items())
+
+
+def _fake_run(out: Path, rates: list[float], best_at: int, keep: bool) -> list[int]:
+    """A run folder with evaluations at 10, 20, … env steps of the given success rates, a best adapter
+    chosen at ``best_at`` and, with ``keep``, one (marker) snapshot per evaluation."""
+    steps = [10 * (i + 1) for i in range(len(rates))]
+    out.mkdir(parents=True)
+    (out / "curve.jsonl").write_text("".join(json.dumps({"env_steps": s, "success_rate": r}) + "\n"
+                                             for s, r in zip(steps, rates)))
+    for s in steps if keep else []:
+        (out / "adapters" / f"step_{s:08d}").mkdir(parents=True)
+        (out / "adapters" / f"step_{s:08d}" / "adapter.json").write_text(json.dumps({"marker": s}))
+    (out / "adapter_best").mkdir()
+    (out / "adapter_best" / "adapter.json").write_text(json.dumps({"marker": best_at}))
+    (out / "adapter_best" / "selection.json").write_text(json.dumps({"env_steps": best_at, "eval_seed": 7,
+                                                                     "success_rate": rates[steps.index(best_at)]}))
+    return steps
+
+
+def test_resume_restores_the_best_adapter_of_the_evaluations_it_keeps(tmp_path):
+    from embodied_steer.dsrl.progress import read_selection, truncate_logs
+
+    out = tmp_path / "run"
+    _fake_run(out, [0.5, 0.7, 0.7, 0.9], best_at=40, keep=True)
+    (out / "adapter_best.tmp").mkdir()  # a best-adapter write that a kill cut short
+    truncate_logs(out, 30)  # resuming from a checkpoint at 30 env steps: the 0.9 evaluation is redone
+    selection = read_selection(out)
+    assert selection["env_steps"] == 30 and selection["success_rate"] == 0.7 and selection["eval_seed"] == 7
+    assert json.loads((out / "adapter_best" / "adapter.json").read_text()) == {"marker": 30}  # ties: the later
+    assert not (out / "adapter_best.tmp").exists()
+    truncate_logs(out, 30)  # idempotent: a best at or before the checkpoint stays
+    assert read_selection(out)["env_steps"] == 30
+
+
+def test_resume_drops_a_later_best_adapter_it_cannot_rebuild(tmp_path, caplog):
+    from embodied_steer.dsrl.progress import read_selection, truncate_logs
+
+    out = tmp_path / "run"
+    _fake_run(out, [0.5, 0.9], best_at=20, keep=False)
+    truncate_logs(out, 10)
+    assert read_selection(out) is None and not (out / "adapter_best").exists()
+    assert "keep_eval_adapters=false" in caplog.text
+
+
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
     from embodied_steer.core.errors import ConfigError
 

@@ -9,6 +9,10 @@ Everything a run produces lives in its output folder:
 ``checkpoint/``   the last checkpoint (see the trainers)
 ``adapters/``     with ``keep_eval_adapters``: the adapter as it was at each evaluation,
                   ``adapters/step_<env steps>/`` (re-evaluate any point of the curve on more episodes)
+``adapter_best/`` the adapter of the best evaluation so far (ties go to the later one), with
+                  ``selection.json`` saying which; DSRL algorithms only. It was chosen on the
+                  evaluation seeds (``eval_seed`` …), so its number there overstates it: measure it on
+                  other seeds (``benchmarks/bench_dsrl_snapshots.py --best``) before quoting one
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Callable
 import numpy as np
 
 log = logging.getLogger("embodied_steer.dsrl")
+BEST_ADAPTER = "adapter_best"
+SELECTION_FILE = "selection.json"
 
 AgentAct = Callable[[np.ndarray], np.ndarray]
 """Deterministic agent: observation ``(D_obs,)`` → action ``(A,)``."""
@@ -67,6 +73,33 @@ def evaluate_agent(env, act: AgentAct, episodes: int, seed: int) -> dict[str, fl
             "mean_length": float(np.mean(lengths)), "eval_episodes": episodes}
 
 
+def write_folder_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary folder, then swap it in for ``folder``, so that a kill never
+    leaves half of one (a checkpoint, an adapter)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def is_better(row: dict, best: dict | None) -> bool:
+    """Whether evaluation ``row`` replaces ``best``: a higher success rate, or the same one later in the
+    run (the rule ``bench_dsrl_snapshots.py --top`` ranks by, so both pick the same snapshot)."""
+    return best is None or (row["success_rate"], row["env_steps"]) >= (best["success_rate"], best["env_steps"])
+
+
+def read_selection(out: Path) -> dict | None:
+    """``adapter_best/selection.json`` of a run: the evaluation row its best adapter was chosen by."""
+    path = Path(out) / BEST_ADAPTER / SELECTION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 class Progress:
     """Counters, periodic log lines, evaluations and the learning curve of one run."""
 
@@ -82,6 +115,7 @@ class Progress:
         self.log_every = log_every
         self.total_env_steps = total_env_steps
         self.c = counters or Counters()
+        self.best = read_selection(out)
         self._t0 = time.perf_counter() - self.c.wall_seconds
         from torch.utils.tensorboard import SummaryWriter
 
@@ -138,6 +172,23 @@ class Progress:
                  result["success_rate"], self.eval_episodes, row["eval_seconds"])
         return row
 
+    def keep_if_best(self, row: dict, export: Callable[[Path], None]) -> bool:
+        """Write ``adapter_best/`` with ``export`` (which saves the current adapter into a folder) when
+        evaluation ``row`` is the best so far; return whether it was."""
+        if not is_better(row, self.best):
+            return False
+        selection = {**row, "eval_seed": self.eval_seed}
+
+        def write(tmp: Path) -> None:
+            export(tmp)
+            (tmp / SELECTION_FILE).write_text(json.dumps(selection, indent=2))
+
+        write_folder_atomically(self.out / BEST_ADAPTER, write)
+        self.best = selection
+        log.info("%s: best evaluation so far (%.2f at %d env steps) -> %s", self.algo, row["success_rate"],
+                 row["env_steps"], self.out / BEST_ADAPTER)
+        return True
+
     def due_checkpoint(self) -> bool:
         return self.c.env_steps >= self.c.next_checkpoint or self.done
 
@@ -167,7 +218,7 @@ def eval_adapter_dir(out: Path, env_steps: int) -> Path:
 
 def truncate_logs(out: Path, env_steps: int) -> None:
     """Drop curve / training rows and evaluation adapters written after the checkpoint being resumed
-    (they will be redone)."""
+    (they will be redone), and a best adapter chosen by one of those rows."""
     for name in ("curve.jsonl", "train.jsonl"):
         path = Path(out) / name
         if path.exists():
@@ -178,6 +229,32 @@ def truncate_logs(out: Path, env_steps: int) -> None:
         step = folder.name.removeprefix("step_")
         if not step.isdigit() or int(step) > env_steps:  # later, or a write that a kill cut short
             shutil.rmtree(folder)
+    _reconcile_best(Path(out), env_steps)
+
+
+def _reconcile_best(out: Path, env_steps: int) -> None:
+    """After truncation: ``adapter_best/`` must be the best of the curve rows that remain."""
+    for leftover in (BEST_ADAPTER + ".tmp", BEST_ADAPTER + ".old"):
+        shutil.rmtree(out / leftover, ignore_errors=True)
+    selection = read_selection(out)
+    if selection is None or selection["env_steps"] <= env_steps:
+        return
+    shutil.rmtree(out / BEST_ADAPTER)
+    best = None
+    for row in read_curve(out):
+        if is_better(row, best):
+            best = row
+    kept = None if best is None else eval_adapter_dir(out, best["env_steps"])
+    if kept is not None and (kept / "adapter.json").is_file():
+        def write(tmp: Path) -> None:
+            shutil.copytree(kept, tmp)
+            (tmp / SELECTION_FILE).write_text(json.dumps({**best, "eval_seed": selection.get("eval_seed")}, indent=2))
+
+        write_folder_atomically(out / BEST_ADAPTER, write)
+    elif best is not None:
+        log.warning("the best adapter was chosen after the checkpoint at %d env steps and the one of the best "
+                    "earlier evaluation (%d env steps) was not kept (keep_eval_adapters=false): adapter_best/ "
+                    "starts again from the next evaluation", env_steps, best["env_steps"])
 
 
 def plot_curves(curves: dict[str, list[dict]], path: Path, *, title: str, baseline: float | None = None,

@@ -3,14 +3,14 @@ raw-action SAC baseline, with periodic evaluation, logs, checkpoints and resume.
 
 Output folder layout: see :mod:`embodied_steer.dsrl.progress`, plus ``checkpoint/`` (the last
 checkpoint: networks as safetensors, optimiser states, replay buffer, counters) and ``adapter/``
-(the adapted policy, loadable with :meth:`DSRLPolicy.from_adapter` / a policy config).
+(the adapted policy as of the last checkpoint, loadable with :meth:`DSRLPolicy.from_adapter` / a
+policy config); ``adapter_best/`` is the one of the best evaluation.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,7 +23,7 @@ from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate
 from embodied_steer.dsrl.policy import ACT_MODES
-from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs
+from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
 from embodied_steer.dsrl.shaping import check_shaping, make_potential
@@ -141,7 +141,7 @@ class AdaptConfig:
 
 
 def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable[[], None],
-                  on_eval: Callable[[], None]):
+                  on_eval: Callable[[dict], None]):
     from stable_baselines3.common.callbacks import BaseCallback
 
     class _Callback(BaseCallback):
@@ -169,29 +169,15 @@ def _sb3_callback(progress: Progress, model, ckpt: Path, on_checkpoint: Callable
             progress.c.updates = int(model._n_updates)
             progress.maybe_log()
             if progress.due_eval():
-                progress.run_eval(sac_deterministic(model))
-                on_eval()
+                on_eval(progress.run_eval(sac_deterministic(model)))
             if progress.due_checkpoint():
                 progress.mark_checkpoint()
-                _atomic(ckpt, lambda tmp: save_sac(model, tmp, {"progress": progress.counters_dict()}))
+                write_folder_atomically(ckpt, lambda tmp: save_sac(model, tmp, {"progress": progress.counters_dict()}))
                 on_checkpoint()
             if progress.done:
                 self.finished = True
 
     return _Callback()
-
-
-def _atomic(folder: Path, write: Callable[[Path], None]) -> None:
-    """Write a checkpoint into a temporary folder and swap it in, so a kill never leaves half of one."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePolicy | None,
@@ -275,9 +261,11 @@ def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, g
     if progress.done:
         log.info("%s already finished (%d env steps)", cfg.algo, progress.c.env_steps)
     else:
-        def on_eval() -> None:
-            if cfg.keep_eval_adapters and isinstance(train_env, LatentNoiseEnv):
-                _atomic(eval_adapter_dir(out, progress.c.env_steps), export)
+        def on_eval(row: dict) -> None:
+            if isinstance(train_env, LatentNoiseEnv):
+                if cfg.keep_eval_adapters:
+                    write_folder_atomically(eval_adapter_dir(out, progress.c.env_steps), export)
+                progress.keep_if_best(row, export)
 
         callback = _sb3_callback(progress, model, ckpt, lambda: export(out / "adapter"), on_eval)
         model.learn(total_timesteps=10**9, callback=callback, reset_num_timesteps=not resuming, tb_log_name=cfg.algo)
