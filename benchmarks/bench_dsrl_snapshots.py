@@ -142,13 +142,17 @@ def main() -> None:
     results, curves = [], {}
     for run in args.runs:
         curves[run.name] = read_curve(run)
-        for steps, during, adapter in targets(run, None if args.all else args.top, args.last, args.best):
+        final = max(snapshots(run)) if (run / "adapters").is_dir() else None
+        picks = targets(run, None if args.all else args.top, args.last, args.best)
+        for i, (steps, during, adapter) in enumerate(picks):
             log.info("%s: adapter at %d env steps (training evaluation %s)", run.name, steps, during)
             # one folder per env step: adapter_best/ and the snapshot it copies share their evaluation
             summary = evaluate(adapter, run / f"heldout_{args.seed}" / f"step_{steps:08d}", args.env,
                                args.episodes, args.seed)
             n, wins = int(summary["episodes"]), int(summary["successes"])
             results.append({"run": run.name, "env_steps": steps, "training_eval": during, "episodes": n,
+                            "picked": i == 0 and (args.best or (args.top == 1 and not args.all)),
+                            "final": steps == final,
                             "successes": wins, "heldout": wins / n, "ci95": list(wilson_interval(wins, n))})
 
     print(f"| run | env steps | evaluation during training | held-out seeds {args.seed}+ | 95 % interval |")
@@ -157,6 +161,12 @@ def main() -> None:
         during = "—" if r["training_eval"] is None else f"{r['training_eval']:.2f}"
         print(f"| {r['run']} | {r['env_steps']} | {during} | {r['successes']}/{r['episodes']} ({r['heldout']:.2f}) "
               f"| {r['ci95'][0]:.2f}–{r['ci95'][1]:.2f} |")
+    for label, key in (("the run's pick (best evaluation during training)", "picked"), ("final snapshots", "final")):
+        rows = [r for r in results if r[key]]
+        if len(rows) > 1:
+            n, wins = sum(r["episodes"] for r in rows), sum(r["successes"] for r in rows)
+            low, high = wilson_interval(wins, n)
+            print(f"pooled, {label}: {wins}/{n} ({wins / n:.2f}, 95 % interval {low:.2f}–{high:.2f}) over {len(rows)} runs")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"env": args.env, "seed": args.seed, "results": results}, indent=2))
