@@ -277,13 +277,15 @@ def test_adapt_and_eval_from_the_command_line(tmp_path, toy_catalog, capsys):
                  f"output_dir={out}"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "adapter:" in printed
+    assert "adapter:" in printed and f"policy.adapter_path={out / 'adapter'}" in printed
+    assert "best evaluation:" in printed and str(out / "adapter_best") in printed
     assert len(read_curve(out)) >= 2 and (out / "curve.png").is_file()
-    code = main(["eval", "env=toy_goal", "policy=dsrl", f"policy.adapter_path={out / 'adapter'}", "episodes=2",
-                 f"output_dir={tmp_path / 'eval'}"])
-    assert code == 0
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["episodes"] == 2 and summary["policy"] == "toy_flow+dsrl"
+    for adapter in ("adapter", "adapter_best"):
+        code = main(["eval", "env=toy_goal", "policy=dsrl", f"policy.adapter_path={out / adapter}", "episodes=2",
+                     f"output_dir={tmp_path / ('eval_' + adapter)}"])
+        assert code == 0
+        summary = json.loads((tmp_path / ("eval_" + adapter) / "summary.json").read_text())
+        assert summary["episodes"] == 2 and summary["policy"] == "toy_flow+dsrl"
     assert main(["adapt", "env=toy_goal", "policy=toy_flow", "algo=ppo"]) == 2
     assert "algo must be one of" in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from embodied_steer.core.errors import ConfigError
+from embodied_steer.dsrl.progress import BEST_ADAPTER, read_selection
 from embodied_steer.dsrl.train import AdaptConfig, run_adapt
 
 
@@ -46,6 +47,10 @@ def adapt_from_config(cfg: DictConfig) -> int:
         print(f"{run.algo}: success {final['success_rate']:.2f} at {final['env_steps']} env steps "
               f"({final['wall_seconds']:.0f} s)")
     if (out / "adapter").is_dir():
-        print(f"adapter: {out / 'adapter'}  (eval it: embodied-steer eval policy=dsrl +policy.adapter_path={out / 'adapter'})")
+        print(f"adapter: {out / 'adapter'}  (eval it: embodied-steer eval policy=dsrl policy.adapter_path={out / 'adapter'})")
+    best = read_selection(out)
+    if best is not None:
+        print(f"best evaluation: {best['success_rate']:.2f} at {best['env_steps']} env steps on seeds "
+              f"{best['eval_seed']}+ -> {out / BEST_ADAPTER} (measure it on other seeds before quoting it)")
     print(f"results: {out}")
     return 0
