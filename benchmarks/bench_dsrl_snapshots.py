@@ -97,12 +97,14 @@ def evaluate(adapter: Path, out: Path, env: str, episodes: int, seed: int) -> di
 
 
 def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None:
+    """Left: each run's curve and its held-out re-evaluations against env steps. Right: held-out against
+    the evaluation during training, one point per snapshot — how far the training-time number predicts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, (ax, sc) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
     for i, (run, curve) in enumerate(curves.items()):
         color = f"C{i}"
         ax.plot([r["env_steps"] for r in curve], [r["success_rate"] for r in curve], "-o", ms=3, color=color,
@@ -111,11 +113,23 @@ def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None
         ax.errorbar([r["env_steps"] for r in mine], [r["heldout"] for r in mine],
                     yerr=[[r["heldout"] - r["ci95"][0] for r in mine], [r["ci95"][1] - r["heldout"] for r in mine]],
                     fmt="s", color=color, capsize=3, label=f"{run}: held-out re-evaluation")
+        paired = [r for r in mine if r["training_eval"] is not None]
+        sc.scatter([r["training_eval"] for r in paired], [r["heldout"] for r in paired], color=color, s=18)
+        picked = [r for r in paired if r.get("picked")]
+        sc.scatter([r["training_eval"] for r in picked], [r["heldout"] for r in picked], facecolors="none",
+                   edgecolors=color, s=90, lw=1.5)
     ax.axhline(0.9, color="grey", ls="--", lw=1)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: low points stay visible
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: low points stay visible
+    sc.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
+    sc.axhline(0.9, color="grey", ls="--", lw=1)
+    sc.set_xlim(0, 1.02)
+    sc.set_ylim(0, 1.02)
+    sc.set_xlabel("evaluation during training")
+    sc.set_ylabel("held-out re-evaluation")
+    sc.set_title("one point per snapshot (circled: the run's pick)", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -124,10 +138,10 @@ def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="DSRL run folders trained with keep_eval_adapters=true")
-    pick = ap.add_mutually_exclusive_group()
-    pick.add_argument("--top", type=int, default=2, help="evaluate the K best snapshots by the run's own evaluations")
-    pick.add_argument("--all", action="store_true", help="evaluate every snapshot")
-    pick.add_argument("--best", action="store_true", help="evaluate the run's adapter_best/ (the best evaluation)")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, default=2, help="evaluate the K best snapshots by the run's own evaluations")
+    which.add_argument("--all", action="store_true", help="evaluate every snapshot")
+    which.add_argument("--best", action="store_true", help="evaluate the run's adapter_best/ (the best evaluation)")
     ap.add_argument("--last", action="store_true", help="with --top or --best: also the run's final snapshot")
     ap.add_argument("--env", default="lift")
     ap.add_argument("--episodes", type=int, default=50)
@@ -143,15 +157,16 @@ def main() -> None:
     for run in args.runs:
         curves[run.name] = read_curve(run)
         final = max(snapshots(run)) if (run / "adapters").is_dir() else None
-        picks = targets(run, None if args.all else args.top, args.last, args.best)
-        for i, (steps, during, adapter) in enumerate(picks):
+        pick_steps = targets(run, 1, False, best=read_selection(run) is not None)[0][0]  # what adapt deploys as best
+        to_evaluate = targets(run, None if args.all else args.top, args.last, args.best)
+        for steps, during, adapter in to_evaluate:
             log.info("%s: adapter at %d env steps (training evaluation %s)", run.name, steps, during)
             # one folder per env step: adapter_best/ and the snapshot it copies share their evaluation
             summary = evaluate(adapter, run / f"heldout_{args.seed}" / f"step_{steps:08d}", args.env,
                                args.episodes, args.seed)
             n, wins = int(summary["episodes"]), int(summary["successes"])
             results.append({"run": run.name, "env_steps": steps, "training_eval": during, "episodes": n,
-                            "picked": i == 0 and (args.best or (args.top == 1 and not args.all)),
+                            "picked": steps == pick_steps,
                             "final": steps == final,
                             "successes": wins, "heldout": wins / n, "ci95": list(wilson_interval(wins, n))})
 
