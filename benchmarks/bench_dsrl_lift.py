@@ -25,13 +25,21 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def base_rate(folder: Path | None, episodes: int) -> tuple[float, int] | None:
+def base_rate(folder: Path | None, episodes: int) -> tuple[float, int, int | None] | None:
+    """(success rate, episodes, first seed) of an ``eval`` folder's first ``episodes`` episodes."""
     if folder is None:
         return None
     eps = [r for r in rows(folder / "episodes.jsonl")][:episodes]
     if not eps:
         return None
-    return float(np.mean([r["success"] for r in eps])), len(eps)
+    return float(np.mean([r["success"] for r in eps])), len(eps), eps[0].get("seed")
+
+
+def seeds_said(rate: tuple[float, int, int | None], eval_seeds: set[int]) -> str:
+    """Which seeds a base rate was measured on, said against the runs' evaluation seeds."""
+    first = rate[2]
+    where = f"seeds {first}–{first + rate[1] - 1}" if first is not None else f"{rate[1]} seeds"
+    return where + (" (the runs' evaluation seeds)" if eval_seeds == {first} else " (not the runs' evaluation seeds)")
 
 
 def main() -> None:
@@ -64,10 +72,11 @@ def main() -> None:
     eval_episodes = max(json.loads((r / "adapt_config.json").read_text())["eval_episodes"] for r in args.runs)
     base = base_rate(args.base, eval_episodes)
     zero = base_rate(args.base_zero, eval_episodes)
+    eval_seeds = {json.loads((r / "adapt_config.json").read_text()).get("eval_seed", 100_000) for r in args.runs}
     if base:
-        print(f"\nbase policy (own noise) on the same {base[1]} evaluation seeds: {base[0]:.2f}")
+        print(f"\nbase policy (own noise) on {seeds_said(base, eval_seeds)}: {base[0]:.2f}")
     if zero:
-        print(f"base policy with zero noise (the untrained actor's mean) on the same {zero[1]} seeds: {zero[0]:.2f}")
+        print(f"base policy with zero noise (the untrained actor's mean) on {seeds_said(zero, eval_seeds)}: {zero[0]:.2f}")
 
     if args.plot:
         import matplotlib
