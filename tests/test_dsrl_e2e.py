@@ -95,15 +95,20 @@ def test_training_horizon_shortens_training_episodes_but_not_evaluation(tmp_path
     assert max(e["mean_length"] for e in evals) > 6  # evaluation episodes still run to the env's 16 steps
 
 
+def _short_run_keeping_adapters(out: Path, algo: str, eval_every: int, eval_episodes: int) -> Path:
+    """A 64-step toy run with ``keep_eval_adapters=true``; its output folder."""
+    run_adapt(toy_config(out, algo, total_env_steps=64, checkpoint_every=64, eval_every=eval_every,
+                         eval_episodes=eval_episodes, learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16],
+                         keep_eval_adapters=True), ToyGoalEnv, ToyFlowPolicy())
+    return out
+
+
 @pytest.mark.parametrize("algo", ["dsrl_na", "dsrl_sac"])
 def test_keep_eval_adapters_saves_one_adapter_per_evaluation_and_resume_drops_later_ones(tmp_path, algo):
     from embodied_steer.dsrl.policy import load_noise_adapter
     from embodied_steer.dsrl.progress import truncate_logs
 
-    out = tmp_path / "run"
-    cfg = toy_config(out, algo, total_env_steps=64, checkpoint_every=64, eval_every=24, eval_episodes=2,
-                     learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], keep_eval_adapters=True)
-    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    out = _short_run_keeping_adapters(tmp_path / "run", algo, eval_every=24, eval_episodes=2)
     steps = [row["env_steps"] for row in read_curve(out)]
     saved = sorted((out / "adapters").iterdir())
     assert [int(p.name.removeprefix("step_")) for p in saved] == steps and len(steps) >= 3
@@ -119,17 +124,14 @@ def test_best_adapter_is_the_snapshot_of_the_best_evaluation(tmp_path, algo):
     from embodied_steer.dsrl.policy import load_noise_adapter
     from embodied_steer.dsrl.progress import is_better, read_selection
 
-    out = tmp_path / "run"
-    cfg = toy_config(out, algo, total_env_steps=64, checkpoint_every=64, eval_every=16, eval_episodes=4,
-                     learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], keep_eval_adapters=True)
-    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    out = _short_run_keeping_adapters(tmp_path / "run", algo, eval_every=16, eval_episodes=4)
     curve = read_curve(out)
     best = None
     for row in curve:
         best = row if is_better(row, best) else best
     selection = read_selection(out)
     assert selection["env_steps"] == best["env_steps"] and selection["success_rate"] == best["success_rate"]
-    assert selection["eval_seed"] == cfg.eval_seed and selection["eval_episodes"] == 4
+    assert selection["eval_seed"] == AdaptConfig.eval_seed and selection["eval_episodes"] == 4
     chosen = load_noise_adapter(out / "adapter_best").actor.state_dict()
     snapshot = load_noise_adapter(out / "adapters" / f"step_{best['env_steps']:08d}").actor.state_dict()
     assert all(torch.equal(chosen[k], v) for k, v in snapshot.items())
