@@ -137,7 +137,8 @@ def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="DSRL run folders trained with keep_eval_adapters=true")
+    ap.add_argument("runs", nargs="+", type=Path,
+                    help="DSRL run folders (trained with keep_eval_adapters=true, except for --best alone)")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--top", type=int, default=2, help="evaluate the K best snapshots by the run's own evaluations")
     which.add_argument("--all", action="store_true", help="evaluate every snapshot")
