@@ -486,8 +486,7 @@ def offline_transitions(root: str | Path, features: ObsFeatures, k: int, gamma: 
 def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """DSRL-NA: optional offline pre-training, then online interaction with the latent MDP."""
     from embodied_steer.dsrl.policy import save_adapter
-    from embodied_steer.dsrl.progress import (Counters, Progress, eval_adapter_dir, read_curve, truncate_logs,
-                                              write_folder_atomically)
+    from embodied_steer.dsrl.progress import Counters, Progress, read_curve, truncate_logs, write_folder_atomically
 
     k = train_env.execute_steps
     action_dim = int(np.prod(train_env.env.action_space.shape))
@@ -554,9 +553,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
 
     def evaluate() -> dict[str, float]:
         row = progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
-        if cfg.keep_eval_adapters:
-            write_folder_atomically(eval_adapter_dir(out, progress.c.env_steps), export)
-        progress.keep_if_best(row, export)
+        progress.keep_eval_adapters(row, export, cfg.keep_eval_adapters)
         return row
 
     if offline is not None and not resuming:

@@ -172,6 +172,14 @@ class Progress:
                  result["success_rate"], self.eval_episodes, row["eval_seconds"])
         return row
 
+    def keep_eval_adapters(self, row: dict, export: Callable[[Path], None], keep_every: bool) -> None:
+        """After evaluation ``row``: the adapter as ``adapters/step_<env steps>/`` when ``keep_every``
+        (``keep_eval_adapters``), and as ``adapter_best/`` when it is the best so far. ``export`` saves
+        the current adapter into a folder."""
+        if keep_every:
+            write_folder_atomically(eval_adapter_dir(self.out, row["env_steps"]), export)
+        self.keep_if_best(row, export)
+
     def keep_if_best(self, row: dict, export: Callable[[Path], None]) -> bool:
         """Write ``adapter_best/`` with ``export`` (which saves the current adapter into a folder) when
         evaluation ``row`` is the best so far; return whether it was."""

@@ -23,7 +23,7 @@ from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate
 from embodied_steer.dsrl.policy import ACT_MODES
-from embodied_steer.dsrl.progress import Counters, Progress, eval_adapter_dir, truncate_logs, write_folder_atomically
+from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
 from embodied_steer.dsrl.shaping import check_shaping, make_potential
@@ -262,10 +262,8 @@ def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, g
         log.info("%s already finished (%d env steps)", cfg.algo, progress.c.env_steps)
     else:
         def on_eval(row: dict) -> None:
-            if isinstance(train_env, LatentNoiseEnv):
-                if cfg.keep_eval_adapters:
-                    write_folder_atomically(eval_adapter_dir(out, progress.c.env_steps), export)
-                progress.keep_if_best(row, export)
+            if isinstance(train_env, LatentNoiseEnv):  # raw_sac has no noise adapter
+                progress.keep_eval_adapters(row, export, cfg.keep_eval_adapters)
 
         callback = _sb3_callback(progress, model, ckpt, lambda: export(out / "adapter"), on_eval)
         model.learn(total_timesteps=10**9, callback=callback, reset_num_timesteps=not resuming, tb_log_name=cfg.algo)
