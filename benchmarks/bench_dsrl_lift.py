@@ -56,8 +56,8 @@ def main() -> None:
     print("| run | algo | env steps | evals: success @ env steps | first eval ≥ target | wall time |")
     print("|---|---|---|---|---|---|")
     curves = {}
-    for run in args.runs:
-        cfg = json.loads((run / "adapt_config.json").read_text())
+    configs = {run: json.loads((run / "adapt_config.json").read_text()) for run in args.runs}
+    for run, cfg in configs.items():
         curve = rows(run / "curve.jsonl")
         train = rows(run / "train.jsonl")
         curves[run.name] = (curve, train)
@@ -69,10 +69,10 @@ def main() -> None:
         wall = curve[-1]["wall_seconds"] / 60 if curve else float("nan")
         print(f"| {run.name} | {cfg['algo']} | {steps} | {evals} ({n_eval} episodes each) | {reached} | "
               f"{wall:.0f} min to last eval |")
-    eval_episodes = max(json.loads((r / "adapt_config.json").read_text())["eval_episodes"] for r in args.runs)
+    eval_episodes = max(cfg["eval_episodes"] for cfg in configs.values())
     base = base_rate(args.base, eval_episodes)
     zero = base_rate(args.base_zero, eval_episodes)
-    eval_seeds = {json.loads((r / "adapt_config.json").read_text()).get("eval_seed", 100_000) for r in args.runs}
+    eval_seeds = {cfg.get("eval_seed", 100_000) for cfg in configs.values()}
     if base:
         print(f"\nbase policy (own noise) on {seeds_said(base, eval_seeds)}: {base[0]:.2f}")
     if zero:

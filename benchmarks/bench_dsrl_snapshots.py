@@ -158,7 +158,8 @@ def main() -> None:
     for run in args.runs:
         curves[run.name] = read_curve(run)
         final = max(snapshots(run)) if (run / "adapters").is_dir() else None
-        pick_steps = targets(run, 1, False, best=read_selection(run) is not None)[0][0]  # what adapt deploys as best
+        selection = read_selection(run)  # what adapt deploys as best; runs made before it: the same rule here
+        pick_steps = selection["env_steps"] if selection else choose(run, 1)[0][0]
         to_evaluate = targets(run, None if args.all else args.top, args.last, args.best)
         for steps, during, adapter in to_evaluate:
             log.info("%s: adapter at %d env steps (training evaluation %s)", run.name, steps, during)
