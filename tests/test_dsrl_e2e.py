@@ -55,6 +55,58 @@ def test_dsrl_na_beats_the_base_policy_on_the_toy_problem(tmp_path):
     assert final["success_rate"] >= base_success(20, 100_000) + 0.4, final
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_na_training_episodes_act_with_the_deployed_latent_at_the_given_share(tmp_path, monkeypatch, share):
+    from embodied_steer.dsrl import na
+    from embodied_steer.dsrl.progress import Progress
+
+    seen: list[tuple[int, bool]] = []  # (training episode, acted with the deterministic latent)
+    in_eval = []
+    act, run_eval, record = na.DSRLNA.act, Progress.run_eval, Progress.record_step
+    episode = [0]
+
+    def spy_act(self, obs, deterministic, select=1):
+        if not in_eval:
+            seen.append((episode[0], deterministic))
+        return act(self, obs, deterministic, select)
+
+    def spy_eval(self, policy_act):
+        in_eval.append(True)
+        try:
+            return run_eval(self, policy_act)
+        finally:
+            in_eval.pop()
+
+    def spy_record(self, env_steps, end, success, episode_return):
+        record(self, env_steps, end, success, episode_return)
+        episode[0] = self.c.episodes
+
+    monkeypatch.setattr(na.DSRLNA, "act", spy_act)
+    monkeypatch.setattr(Progress, "run_eval", spy_eval)
+    monkeypatch.setattr(Progress, "record_step", spy_record)
+    run_adapt(toy_config(tmp_path / "run", "dsrl_na", total_env_steps=800, eval_episodes=2, seed=3,
+                         na_explore_deployed_share=share), ToyGoalEnv, ToyFlowPolicy())
+    greedy = {e: d for e, d in seen}
+    assert len(greedy) >= 20 and all(d == greedy[e] for e, d in seen)  # one choice per episode
+    assert greedy == {e: na.acts_with_deployed_latent(3, e, share) for e in greedy}
+    if share == 0.0:
+        assert not any(greedy.values())
+    elif share == 1.0:
+        assert all(greedy.values())
+    else:
+        assert 0.2 < np.mean(list(greedy.values())) < 0.8
+
+
+def test_the_share_of_deployed_latent_episodes_is_fixed_per_seed_and_episode():
+    from embodied_steer.dsrl.na import acts_with_deployed_latent
+
+    draws = [acts_with_deployed_latent(1, e, 0.25) for e in range(4000)]
+    assert draws == [acts_with_deployed_latent(1, e, 0.25) for e in range(4000)]  # a resume chooses the same
+    assert abs(np.mean(draws) - 0.25) < 0.03
+    assert draws != [acts_with_deployed_latent(2, e, 0.25) for e in range(4000)]
+    assert not any(acts_with_deployed_latent(1, e, 0.0) for e in range(100))
+
+
 def _counters(out: Path) -> dict:
     return json.loads((out / "checkpoint" / "counters.json").read_text())
 
@@ -200,6 +252,9 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"na_actor_lr": 1e-4}, "na_actor_lr"),
                                           ({"algo": "dsrl_na", "na_actor_lr": 0}, "na_actor_lr"),
                                           ({"algo": "dsrl_na", "na_actor_lr": "slow"}, "na_actor_lr"),
+                                          ({"algo": "dsrl_na", "na_explore_deployed_share": 1.5},
+                                           "na_explore_deployed_share"),
+                                          ({"na_explore_deployed_share": 0.5}, "na_explore_deployed_share"),
                                           ({"reward_shaping": "dense"}, "reward_shaping"),
                                           ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
                                           ({"reward_shaping": "lift"}, "env_state")])

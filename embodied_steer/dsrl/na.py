@@ -182,6 +182,17 @@ def episode_returns(rewards: np.ndarray, discounts: np.ndarray, terminated: bool
     return out
 
 
+def acts_with_deployed_latent(seed: int, episode: int, share: float) -> bool:
+    """Whether training episode ``episode`` acts with the deployed latent instead of a sample.
+
+    A fixed function of ``(seed, episode)``, so a resumed run makes the same choice for the same
+    episode and ``share = 0`` draws nothing (runs without the option are unchanged).
+    """
+    if share <= 0.0:
+        return False
+    return bool(np.random.default_rng([int(seed), int(episode), 0x5EED]).random() < share)
+
+
 def pad_chunk(executed: np.ndarray, k: int, action_dim: int) -> np.ndarray:
     """``(n, D)`` executed actions, ``n ≤ k`` → ``(k·D,)`` zero-padded."""
     out = np.zeros((k, action_dim), np.float32)
@@ -551,8 +562,11 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                      noise_critic=agent.q_w if cfg.na_select > 1 else None, select=cfg.na_select,
                      sample=cfg.na_act == "sample")
 
+    def deployed(o: np.ndarray) -> np.ndarray:  # the latent evaluation measures and the adapter acts with
+        return agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select)
+
     def evaluate() -> dict[str, float]:
-        row = progress.run_eval(lambda o: agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select))
+        row = progress.run_eval(deployed)
         progress.keep_eval_adapters(row, export, cfg.keep_eval_adapters)
         return row
 
@@ -571,12 +585,15 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         return row
 
     obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
+    greedy = acts_with_deployed_latent(cfg.seed, progress.c.episodes, cfg.na_explore_deployed_share)
     episode_return = 0.0
     episode_slots: list[int] = []  # this episode's replay slots, to fill in their Monte-Carlo returns at its end
     stats: dict[str, float] = {}
     while not progress.done:
         learning = progress.c.agent_steps >= cfg.learning_starts or offline is not None
-        if learning:
+        if learning and greedy:
+            w = deployed(obs)
+        elif learning:
             w = agent.act(obs, deterministic=False, select=cfg.na_select_explore)
         else:
             w = train_env.action_space.draw(rng)
@@ -594,6 +611,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         if end:
             episode_return = 0.0
             obs, _ = train_env.reset(seed=cfg.seed * 1_000_003 + progress.c.episodes)
+            greedy = acts_with_deployed_latent(cfg.seed, progress.c.episodes, cfg.na_explore_deployed_share)
         if learning and online.size >= 1:
             for _ in range(cfg.utd):
                 stats = agent.update(sample(), sample)

@@ -87,6 +87,7 @@ class AdaptConfig:
     na_select: int = 1
     na_select_explore: int = 1
     na_act: str = "mean"
+    na_explore_deployed_share: float = 0.0
     offline_dataset: str | None = None
     offline_updates: int = 0
 
@@ -124,6 +125,12 @@ class AdaptConfig:
                 raise ConfigError(f"na_actor_lr needs algo=dsrl_na, got {self.algo} (it sets DSRL-NA's actor alone)")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
+        share = self.na_explore_deployed_share
+        if not (isinstance(share, (int, float)) and 0.0 <= float(share) <= 1.0):
+            raise ConfigError(f"na_explore_deployed_share must be a number in [0, 1], got {share!r}")
+        if share > 0 and self.algo != "dsrl_na":
+            raise ConfigError(f"na_explore_deployed_share > 0 needs algo=dsrl_na, got {self.algo} (SB3's SAC collects "
+                              "its own rollouts with the stochastic actor)")
         if self.offline_dataset and not (Path(self.offline_dataset) / "meta" / "info.json").is_file():
             # Checked here, before the run folder is written, so a typo does not leave a run to clean up.
             raise ConfigError(f"offline_dataset={self.offline_dataset}: no LeRobot dataset there (no meta/info.json); "
