@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_dsrl_actor_drift import buffer_states  # noqa: E402
+from bench_dsrl_latent_landscape import LatentOverride, picked_step  # noqa: E402
 from bench_dsrl_random_actor import latent_norm, scaled_random_actor  # noqa: E402
 from bench_dsrl_snapshot_average import average_actors  # noqa: E402
 from bench_dsrl_snapshots import targets  # noqa: E402
@@ -136,3 +137,33 @@ def test_snapshot_targets_pick_the_best_adapter_and_agree_with_top_one(tmp_path)
     assert [t[0] for t in targets(run, 1, False, best=False)] == [30]
     with pytest.raises(SystemExit, match="adapter_best"):
         targets(tmp_path / "missing", None, False, best=True)
+
+
+def test_latent_override_acts_with_the_mean_latent_of_its_actors_plus_clipped_noise():
+    from embodied_steer.dsrl.toy import ToyFlowPolicy, ToyGoalEnv
+    from embodied_steer.sim.base import to_observation
+
+    base = ToyFlowPolicy()
+    latent = LatentNoiseMap(base.noise_spec, "tile", 1.5)
+    features = ObsFeatures(2, 2, 1)
+    torch.manual_seed(0)
+    actors = [NoiseActor(4, 2, [16], 1.5) for _ in range(3)]
+    history = [to_observation(ToyGoalEnv().reset(seed=5)[0])] * base.history_length
+    vec = torch.as_tensor(features.from_history(history))[None]
+    policy = LatentOverride(base, actors[0], latent, features)
+    policy.set_actors(actors, 0.0, torch.Generator().manual_seed(0))
+    expected = torch.stack([a.deterministic(vec) for a in actors]).mean(0)
+    assert torch.allclose(policy.latent_for(history), expected)
+    policy.set_actors(actors[:1], 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(policy.latent_for(history), actors[0].deterministic(vec))
+    policy.set_actors(actors, 100.0, torch.Generator().manual_seed(0))  # huge noise: every entry on the box
+    noisy = policy.latent_for(history)
+    assert torch.all(noisy.abs() == 1.5) and not torch.equal(noisy, policy.latent_for(history))
+
+
+def test_the_perturbed_snapshot_defaults_to_the_runs_pick(tmp_path):
+    run = tmp_path / "run"
+    _run_with_best(run, [0.4, 0.8, 0.8, 0.6], best_at=20)  # selection.json names 20, the --top 1 rule 30
+    assert picked_step(run) == 20
+    (run / "adapter_best" / "selection.json").unlink()  # a run made before adapter_best/: the same rule
+    assert picked_step(run) == 30
