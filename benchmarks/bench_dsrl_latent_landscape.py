@@ -31,7 +31,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_dsrl_snapshots import choose, snapshots  # noqa: E402
+from bench_dsrl_snapshots import choose, pooled_line, snapshots  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -137,10 +137,7 @@ def main() -> None:
               f"{r['ci95'][0]:.2f}–{r['ci95'][1]:.2f} |")
     if len(args.runs) > 1:
         for sigma in sigmas:
-            sel = [r for r in rows if r["sigma"] == sigma]
-            wins, n = sum(r["successes"] for r in sel), sum(r["episodes"] for r in sel)
-            low, high = wilson_interval(wins, n)
-            print(f"pooled, σ {sigma:.2f}: {wins}/{n} ({wins / n:.2f}, 95 % interval {low:.2f}–{high:.2f})")
+            print(pooled_line(f"σ {sigma:.2f}", [r for r in rows if r["sigma"] == sigma]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"env": args.env, "seed": args.seed, "rows": rows}, indent=2))

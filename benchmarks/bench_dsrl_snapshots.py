@@ -96,6 +96,13 @@ def evaluate(adapter: Path, out: Path, env: str, episodes: int, seed: int) -> di
     return json.loads(summary.read_text())
 
 
+def pooled_line(label: str, rows: list[dict]) -> str:
+    """``pooled, <label>: wins/n (rate, 95 % interval …)`` over rows with ``successes`` and ``episodes``."""
+    n, wins = sum(r["episodes"] for r in rows), sum(r["successes"] for r in rows)
+    low, high = wilson_interval(wins, n)
+    return f"pooled, {label}: {wins}/{n} ({wins / n:.2f}, 95 % interval {low:.2f}–{high:.2f})"
+
+
 def plot(results: list[dict], curves: dict[str, list[dict]], path: Path) -> None:
     """Left: each run's curve and its held-out re-evaluations against env steps. Right: held-out against
     the evaluation during training, one point per snapshot — how far the training-time number predicts."""
@@ -181,9 +188,7 @@ def main() -> None:
     for label, key in (("the run's pick (best evaluation during training)", "picked"), ("final snapshots", "final")):
         rows = [r for r in results if r[key]]
         if len(rows) > 1:
-            n, wins = sum(r["episodes"] for r in rows), sum(r["successes"] for r in rows)
-            low, high = wilson_interval(wins, n)
-            print(f"pooled, {label}: {wins}/{n} ({wins / n:.2f}, 95 % interval {low:.2f}–{high:.2f}) over {len(rows)} runs")
+            print(f"{pooled_line(label, rows)} over {len(rows)} runs")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"env": args.env, "seed": args.seed, "results": results}, indent=2))

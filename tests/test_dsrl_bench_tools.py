@@ -17,7 +17,7 @@ from bench_dsrl_actor_drift import buffer_states  # noqa: E402
 from bench_dsrl_latent_landscape import LatentOverride, picked_step  # noqa: E402
 from bench_dsrl_random_actor import latent_norm, scaled_random_actor  # noqa: E402
 from bench_dsrl_snapshot_average import average_actors  # noqa: E402
-from bench_dsrl_snapshots import targets  # noqa: E402
+from bench_dsrl_snapshots import pooled_line, targets  # noqa: E402
 
 from embodied_steer.core.policy import NoiseSpec  # noqa: E402
 from embodied_steer.dsrl.features import ObsFeatures  # noqa: E402
@@ -167,3 +167,8 @@ def test_the_perturbed_snapshot_defaults_to_the_runs_pick(tmp_path):
     assert picked_step(run) == 20
     (run / "adapter_best" / "selection.json").unlink()  # a run made before adapter_best/: the same rule
     assert picked_step(run) == 30
+
+
+def test_pooled_line_sums_successes_and_episodes_with_a_wilson_interval():
+    line = pooled_line("picks", [{"successes": 39, "episodes": 50}, {"successes": 34, "episodes": 50}])
+    assert line == "pooled, picks: 73/100 (0.73, 95 % interval 0.64–0.81)"
