@@ -462,6 +462,27 @@ def test_na_mc_bound_floors_the_td_target_where_the_return_is_known():
     assert agent.critic_loss(batch).item() == pytest.approx(plain.item(), rel=1e-5)
 
 
+def test_na_mc_mix_averages_the_td_target_with_the_known_return():
+    from embodied_steer.core.errors import ConfigError
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16, mc_mix=0.25), 0)
+    batch = na_batch(terminal=1.0)  # TD target = the chunk reward
+    batch["mc_return"] = torch.full((16,), float("nan"))
+    batch["mc_return"][:8] = 0.0  # a failure's return pulls the target down (the floor would ignore it)
+    batch["mc_return"][8:12] = 4.0
+    y = batch["reward"].clone()
+    y[:8] = 0.75 * y[:8]
+    y[8:12] = 0.75 * y[8:12] + 0.25 * 4.0
+    expected = ((agent.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
+    assert agent.critic_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="na_mc_mix"):
+        DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], mc_mix=0.5, mc_bound=True), 0)
+    with pytest.raises(ConfigError, match="na_mc_mix"):
+        DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], mc_mix=1.5), 0)
+
+
 def test_na_critic_utd_takes_extra_td_steps_on_fresh_minibatches():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

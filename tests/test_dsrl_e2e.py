@@ -255,6 +255,9 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"algo": "dsrl_na", "na_explore_deployed_share": 1.5},
                                            "na_explore_deployed_share"),
                                           ({"na_explore_deployed_share": 0.5}, "na_explore_deployed_share"),
+                                          ({"algo": "dsrl_na", "na_mc_mix": 0.5, "na_mc_bound": True}, "na_mc_mix"),
+                                          ({"algo": "dsrl_na", "na_mc_mix": -0.1}, "na_mc_mix"),
+                                          ({"na_mc_mix": 0.5}, "na_mc_mix"),
                                           ({"reward_shaping": "dense"}, "reward_shaping"),
                                           ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
                                           ({"reward_shaping": "lift"}, "env_state")])

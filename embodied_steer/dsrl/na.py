@@ -239,6 +239,12 @@ class NASettings:
     the reward back one chunk per target-network time constant, far too slowly for a few thousand
     updates; ``G`` is the return of a policy that was actually run, so in expectation it is a lower
     bound on the optimal value (exactly so in a deterministic environment)."""
+    mc_mix: float = 0.0
+    """Mix the Monte-Carlo return into ``Q_A``'s TD target where it is known:
+    ``y = (1 − λ) y_TD + λ G``. Unlike the floor (``mc_bound``), which keeps the best return ever
+    seen from a chunk and so values the first chunks of failed episodes like successful ones, the
+    mix averages the returns of the policy that acted, failures included (an on-policy estimate,
+    not a bound)."""
     critic_utd: int = 1
     """TD steps of ``Q_A`` per update (each on its own minibatch); the extra ones are cheap with
     ``backup="noise"`` (no decode)."""
@@ -279,6 +285,11 @@ class DSRLNA:
                  seed: int = 0) -> None:
         if int(settings.critic_utd) < 1:
             raise ConfigError(f"na_critic_utd must be >= 1, got {settings.critic_utd}")
+        if not 0.0 <= settings.mc_mix <= 1.0:
+            raise ConfigError(f"na_mc_mix must be in [0, 1], got {settings.mc_mix}")
+        if settings.mc_mix > 0 and settings.mc_bound:
+            raise ConfigError("na_mc_mix and na_mc_bound are two uses of the same Monte-Carlo return: set one "
+                              "(na_mc_bound=false for the mix)")
         if not 0.0 <= settings.distill_actor_share <= 1.0:
             raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
         if settings.prior not in NA_PRIORS:
@@ -340,6 +351,9 @@ class DSRLNA:
             if self.s.mc_bound and "mc_return" in batch:
                 g = batch["mc_return"]
                 y = torch.where(torch.isfinite(g), torch.maximum(y, g), y)
+            if self.s.mc_mix > 0 and "mc_return" in batch:
+                g, mix = batch["mc_return"], float(self.s.mc_mix)
+                y = torch.where(torch.isfinite(g), (1 - mix) * y + mix * torch.nan_to_num(g), y)
         return ((self.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
 
     def distill_loss(self, obs: torch.Tensor) -> torch.Tensor:
@@ -508,7 +522,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           decode_batch=cfg.na_decode_batch, distill_actor_share=cfg.na_distill_actor_share, prior=cfg.na_prior,
                           n_critics=cfg.n_critics, layernorm=cfg.na_layernorm,
                           init_temperature=cfg.init_temperature,
-                          target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, critic_utd=cfg.na_critic_utd,
+                          target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, mc_mix=cfg.na_mc_mix,
+                          critic_utd=cfg.na_critic_utd,
                           actor_init=cfg.na_actor_init, actor_lr=cfg.na_actor_lr)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)

@@ -83,6 +83,7 @@ class AdaptConfig:
     na_actor_init: str = "default"
     na_actor_lr: float | None = None
     na_mc_bound: bool = False
+    na_mc_mix: float = 0.0
     na_critic_utd: int = 1
     na_select: int = 1
     na_select_explore: int = 1
@@ -125,6 +126,14 @@ class AdaptConfig:
                 raise ConfigError(f"na_actor_lr needs algo=dsrl_na, got {self.algo} (it sets DSRL-NA's actor alone)")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
+        mix = self.na_mc_mix
+        if not (isinstance(mix, (int, float)) and 0.0 <= float(mix) <= 1.0):
+            raise ConfigError(f"na_mc_mix must be a number in [0, 1], got {mix!r}")
+        if mix > 0 and self.na_mc_bound:
+            raise ConfigError("na_mc_mix and na_mc_bound are two uses of the same Monte-Carlo return: set one "
+                              "(na_mc_bound=false for the mix)")
+        if mix > 0 and self.algo != "dsrl_na":
+            raise ConfigError(f"na_mc_mix > 0 needs algo=dsrl_na, got {self.algo}")
         share = self.na_explore_deployed_share
         if not (isinstance(share, (int, float)) and 0.0 <= float(share) <= 1.0):
             raise ConfigError(f"na_explore_deployed_share must be a number in [0, 1], got {share!r}")
