@@ -11,8 +11,9 @@ compares ``min_i Q_A,i(s, a)`` with it:
 * on successful episodes, by how many chunks were left before the success: a critic that has
   propagated the sparse reward has ``Q ≈ G`` there;
 * by chunk index from the start of the episode: the mean ``Q`` on episodes that went on to succeed
-  and on those that failed, and the share of (success, failure) pairs that ``Q`` orders correctly
-  (an AUC; 0.5 is no discrimination).
+  and on those that failed, the share of (success, failure) pairs that ``Q`` orders correctly
+  (an AUC; 0.5 is no discrimination), and the mean ``Q`` against the mean return over all of them
+  (the value of the policy that acted: a critic above it is optimistic there).
 
 Usage::
 
@@ -95,17 +96,20 @@ def report(run: Path) -> dict[str, object]:
         row = {"from": lo, "to": hi, "n": int(m.sum()), "q": float(q[m].mean()), "mc": float(mc[m].mean())}
         before.append(row)
         print(f"| {lo}–{hi - 1} | {row['n']} | {row['q']:.3f} | {row['mc']:.3f} |")
-    print("| chunk index in the episode | n | mean Q_A (went on to succeed) | mean Q_A (failed) | AUC |")
-    print("|---|---:|---:|---:|---:|")
+    print("| chunk index in the episode | n | mean Q_A (went on to succeed) | mean Q_A (failed) | AUC "
+          "| mean Q_A (all) | mean MC return (all) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     by_index = []
     for lo, hi in ((0, 3), (3, 6), (6, 10), (10, 30)):
         m = (index >= lo) & (index < hi)
         if not m.any():  # e.g. no episode reaches chunk 10 under a short training horizon
             continue
         row = {"from": lo, "to": hi, "n": int(m.sum()), "q_success": _mean(q[m & success]),
-               "q_failure": _mean(q[m & ~success]), "auc": auc(q[m & success], q[m & ~success])}
+               "q_failure": _mean(q[m & ~success]), "auc": auc(q[m & success], q[m & ~success]),
+               "q_all": _mean(q[m]), "mc_all": _mean(mc[m])}
         by_index.append(row)
-        print(f"| {lo}–{hi - 1} | {row['n']} | {row['q_success']:.3f} | {row['q_failure']:.3f} | {row['auc']:.2f} |")
+        print(f"| {lo}–{hi - 1} | {row['n']} | {row['q_success']:.3f} | {row['q_failure']:.3f} | {row['auc']:.2f} "
+              f"| {row['q_all']:.3f} | {row['mc_all']:.3f} |")
     out.update(before_success=before, by_index=by_index)
     return out
 
