@@ -31,25 +31,17 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_dsrl_snapshots import choose, pooled_line, snapshots  # noqa: E402
+from bench_dsrl_snapshots import picked_step, pooled_line, snapshots  # noqa: E402
 
 import torch  # noqa: E402
 
 from embodied_steer.cli import compose, instantiate_env  # noqa: E402
 from embodied_steer.core.types import Observation  # noqa: E402
 from embodied_steer.dsrl.policy import DSRLPolicy, load_noise_adapter  # noqa: E402
-from embodied_steer.dsrl.progress import read_selection  # noqa: E402
 from embodied_steer.eval.runner import run_episode  # noqa: E402
 from embodied_steer.eval.stats import wilson_interval  # noqa: E402
 
 log = logging.getLogger("latent_landscape")
-
-
-def picked_step(run: Path) -> int:
-    """The run's pick: what ``adapter_best/selection.json`` names, or for runs made before it the
-    same rule (``bench_dsrl_snapshots.py --top 1``)."""
-    selection = read_selection(run)
-    return int(selection["env_steps"]) if selection is not None else choose(run, 1)[0][0]
 
 
 class LatentOverride(DSRLPolicy):

@@ -64,6 +64,13 @@ def choose(run: Path, top: int | None, last: bool = False) -> list[tuple[int, fl
     return ranked
 
 
+def picked_step(run: Path) -> int:
+    """The run's pick: what ``adapter_best/selection.json`` names (what ``adapt`` deploys as best), or
+    for runs made before it the same rule (``--top 1``)."""
+    selection = read_selection(run)
+    return int(selection["env_steps"]) if selection is not None else choose(run, 1)[0][0]
+
+
 def targets(run: Path, top: int | None, last: bool, best: bool) -> list[tuple[int, float | None, Path]]:
     """(env steps, training-evaluation success, adapter folder) of each adapter of ``run`` to evaluate."""
     if best:
@@ -165,8 +172,7 @@ def main() -> None:
     for run in args.runs:
         curves[run.name] = read_curve(run)
         final = max(snapshots(run)) if (run / "adapters").is_dir() else None
-        selection = read_selection(run)  # what adapt deploys as best; runs made before it: the same rule here
-        pick_steps = selection["env_steps"] if selection else choose(run, 1)[0][0]
+        pick_steps = picked_step(run)
         to_evaluate = targets(run, None if args.all else args.top, args.last, args.best)
         for steps, during, adapter in to_evaluate:
             log.info("%s: adapter at %d env steps (training evaluation %s)", run.name, steps, during)

@@ -14,10 +14,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_dsrl_actor_drift import buffer_states  # noqa: E402
-from bench_dsrl_latent_landscape import LatentOverride, picked_step  # noqa: E402
+from bench_dsrl_latent_landscape import LatentOverride  # noqa: E402
 from bench_dsrl_random_actor import latent_norm, scaled_random_actor  # noqa: E402
 from bench_dsrl_snapshot_average import average_actors  # noqa: E402
-from bench_dsrl_snapshots import pooled_line, targets  # noqa: E402
+from bench_dsrl_snapshots import picked_step, pooled_line, targets  # noqa: E402
 
 from embodied_steer.core.policy import NoiseSpec  # noqa: E402
 from embodied_steer.dsrl.features import ObsFeatures  # noqa: E402
@@ -161,7 +161,7 @@ def test_latent_override_acts_with_the_mean_latent_of_its_actors_plus_clipped_no
     assert torch.all(noisy.abs() == 1.5) and not torch.equal(noisy, policy.latent_for(history))
 
 
-def test_the_perturbed_snapshot_defaults_to_the_runs_pick(tmp_path):
+def test_the_pick_is_the_selection_or_the_top_one_rule(tmp_path):
     run = tmp_path / "run"
     _run_with_best(run, [0.4, 0.8, 0.8, 0.6], best_at=20)  # selection.json names 20, the --top 1 rule 30
     assert picked_step(run) == 20
