@@ -261,6 +261,19 @@ class NASettings:
     the base policy's mean path — and its samples are centred on it."""
 
 
+def check_mc_target(mc_bound: bool, mc_mix: float | str) -> None:
+    """Check how ``Q_A``'s target uses the Monte-Carlo return (``na_mc_bound``, ``na_mc_mix``).
+
+    Raises:
+        ConfigError: ``mc_mix`` is not a number in [0, 1], or both the floor and the mix are set.
+    """
+    if not (isinstance(mc_mix, (int, float)) and 0.0 <= float(mc_mix) <= 1.0):
+        raise ConfigError(f"na_mc_mix must be a number in [0, 1], got {mc_mix!r}")
+    if mc_mix > 0 and mc_bound:
+        raise ConfigError("na_mc_mix and na_mc_bound are two uses of the same Monte-Carlo return: set one "
+                          "(na_mc_bound=false for the mix)")
+
+
 def actor_learning_rate(lr: float, actor_lr: float | str | None) -> float:
     """The DSRL-NA actor's learning rate: ``actor_lr`` (``na_actor_lr``), or ``lr`` when it is ``None``.
 
@@ -285,11 +298,7 @@ class DSRLNA:
                  seed: int = 0) -> None:
         if int(settings.critic_utd) < 1:
             raise ConfigError(f"na_critic_utd must be >= 1, got {settings.critic_utd}")
-        if not 0.0 <= settings.mc_mix <= 1.0:
-            raise ConfigError(f"na_mc_mix must be in [0, 1], got {settings.mc_mix}")
-        if settings.mc_mix > 0 and settings.mc_bound:
-            raise ConfigError("na_mc_mix and na_mc_bound are two uses of the same Monte-Carlo return: set one "
-                              "(na_mc_bound=false for the mix)")
+        check_mc_target(settings.mc_bound, settings.mc_mix)
         if not 0.0 <= settings.distill_actor_share <= 1.0:
             raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
         if settings.prior not in NA_PRIORS:
@@ -353,7 +362,7 @@ class DSRLNA:
                 y = torch.where(torch.isfinite(g), torch.maximum(y, g), y)
             if self.s.mc_mix > 0 and "mc_return" in batch:
                 g, mix = batch["mc_return"], float(self.s.mc_mix)
-                y = torch.where(torch.isfinite(g), (1 - mix) * y + mix * torch.nan_to_num(g), y)
+                y = torch.where(torch.isfinite(g), (1 - mix) * y + mix * g, y)
         return ((self.q_a(batch["obs"], batch["action"]) - y) ** 2).mean()
 
     def distill_loss(self, obs: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate
+from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_mc_target
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -126,13 +126,8 @@ class AdaptConfig:
                 raise ConfigError(f"na_actor_lr needs algo=dsrl_na, got {self.algo} (it sets DSRL-NA's actor alone)")
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
-        mix = self.na_mc_mix
-        if not (isinstance(mix, (int, float)) and 0.0 <= float(mix) <= 1.0):
-            raise ConfigError(f"na_mc_mix must be a number in [0, 1], got {mix!r}")
-        if mix > 0 and self.na_mc_bound:
-            raise ConfigError("na_mc_mix and na_mc_bound are two uses of the same Monte-Carlo return: set one "
-                              "(na_mc_bound=false for the mix)")
-        if mix > 0 and self.algo != "dsrl_na":
+        check_mc_target(self.na_mc_bound, self.na_mc_mix)
+        if self.na_mc_mix > 0 and self.algo != "dsrl_na":
             raise ConfigError(f"na_mc_mix > 0 needs algo=dsrl_na, got {self.algo}")
         share = self.na_explore_deployed_share
         if not (isinstance(share, (int, float)) and 0.0 <= float(share) <= 1.0):
