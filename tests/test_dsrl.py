@@ -483,6 +483,37 @@ def test_na_mc_mix_averages_the_td_target_with_the_known_return():
         DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], mc_mix=1.5), 0)
 
 
+def test_na_actor_ema_deploys_a_polyak_average_of_the_trained_actor(tmp_path):
+    from embodied_steer.core.errors import ConfigError
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    rate = 0.25
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16, actor_ema=rate), 0)
+    assert agent.deployed_actor is not agent.actor
+    before = {k: v.clone() for k, v in agent.deployed_actor.state_dict().items()}
+    agent.update(na_batch())
+    trained = agent.actor.state_dict()
+    for k, v in agent.deployed_actor.state_dict().items():  # θ̄ = (1 − ρ) θ̄_before + ρ θ after one actor step
+        torch.testing.assert_close(v, (1 - rate) * before[k] + rate * trained[k])
+    assert any(not torch.equal(v, trained[k]) for k, v in agent.deployed_actor.state_dict().items())
+    obs = na_batch()["obs"][0].numpy()
+    det = torch.as_tensor(obs)[None]
+    np.testing.assert_allclose(agent.act(obs, deterministic=True, deployed=True),
+                               agent.deployed_actor.deterministic(det)[0].numpy(), rtol=1e-6)
+    assert not np.allclose(agent.act(obs, deterministic=True, deployed=True), agent.act(obs, deterministic=True))
+    agent.save(tmp_path)  # the average is part of the checkpoint
+    again = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16, actor_ema=rate), 1)
+    again.load(tmp_path)
+    for k, v in again.deployed_actor.state_dict().items():
+        torch.testing.assert_close(v, agent.deployed_actor.state_dict()[k])
+    off = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16), 0)
+    assert off.deployed_actor is off.actor and "actor_ema" not in off.networks()
+    for bad in (-0.1, 1.0, "fast"):
+        with pytest.raises(ConfigError, match="na_actor_ema"):
+            DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_ema=bad), 0)
+
+
 def test_na_critic_utd_takes_extra_td_steps_on_fresh_minibatches():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

@@ -65,10 +65,11 @@ def test_na_training_episodes_act_with_the_deployed_latent_at_the_given_share(tm
     act, run_eval, record = na.DSRLNA.act, Progress.run_eval, Progress.record_step
     episode = [0]
 
-    def spy_act(self, obs, deterministic, select=1):
+    def spy_act(self, obs, deterministic, select=1, deployed=False):
         if not in_eval:
             seen.append((episode[0], deterministic))
-        return act(self, obs, deterministic, select)
+            assert deployed == deterministic  # the deployed-latent episodes act as evaluation does
+        return act(self, obs, deterministic, select, deployed)
 
     def spy_eval(self, policy_act):
         in_eval.append(True)
@@ -105,6 +106,44 @@ def test_the_share_of_deployed_latent_episodes_is_fixed_per_seed_and_episode():
     assert abs(np.mean(draws) - 0.25) < 0.03
     assert draws != [acts_with_deployed_latent(2, e, 0.25) for e in range(4000)]
     assert not any(acts_with_deployed_latent(1, e, 0.0) for e in range(100))
+
+
+def test_na_actor_ema_is_what_the_adapter_and_evaluation_use(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from embodied_steer.dsrl import na
+    from embodied_steer.dsrl.progress import Progress
+
+    evaluated_with: list[bool] = []
+    act, run_eval = na.DSRLNA.act, Progress.run_eval
+    in_eval = []
+
+    def spy_act(self, obs, deterministic, select=1, deployed=False):
+        if in_eval:
+            evaluated_with.append(deployed)
+        return act(self, obs, deterministic, select, deployed)
+
+    def spy_eval(self, policy_act):
+        in_eval.append(True)
+        try:
+            return run_eval(self, policy_act)
+        finally:
+            in_eval.pop()
+
+    monkeypatch.setattr(na.DSRLNA, "act", spy_act)
+    monkeypatch.setattr(Progress, "run_eval", spy_eval)
+    out = tmp_path / "run"
+    run_adapt(toy_config(out, "dsrl_na", total_env_steps=200, checkpoint_every=100, eval_every=100, eval_episodes=2,
+                         learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], na_actor_ema=0.05),
+              ToyGoalEnv, ToyFlowPolicy())
+    assert evaluated_with and all(evaluated_with)
+    nets = load_file(str(out / "checkpoint" / "networks.safetensors"))
+    adapter = load_file(str(out / "adapter" / "actor.safetensors"))
+    averaged = {k[len("actor_ema."):]: v for k, v in nets.items() if k.startswith("actor_ema.")}
+    trained = {k[len("actor."):]: v for k, v in nets.items() if k.startswith("actor.")}
+    assert averaged.keys() == adapter.keys() == trained.keys()
+    assert all(torch.equal(adapter[k], averaged[k]) for k in adapter)
+    assert not all(torch.equal(adapter[k], trained[k]) for k in adapter)
 
 
 def _counters(out: Path) -> dict:
@@ -258,6 +297,8 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"algo": "dsrl_na", "na_mc_mix": 0.5, "na_mc_bound": True}, "na_mc_mix"),
                                           ({"algo": "dsrl_na", "na_mc_mix": -0.1}, "na_mc_mix"),
                                           ({"na_mc_mix": 0.5}, "na_mc_mix"),
+                                          ({"algo": "dsrl_na", "na_actor_ema": 1.0}, "na_actor_ema"),
+                                          ({"na_actor_ema": 0.01}, "na_actor_ema"),
                                           ({"reward_shaping": "dense"}, "reward_shaping"),
                                           ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
                                           ({"reward_shaping": "lift"}, "env_state")])

@@ -259,6 +259,12 @@ class NASettings:
     update its deterministic latent is an arbitrary state-dependent noise; ``"zero_mean"``: the
     mean head starts at zero weights and bias, so the untrained actor's mean is the zero latent —
     the base policy's mean path — and its samples are centred on it."""
+    actor_ema: float = 0.0
+    """Deploy a Polyak average of the actor's weights instead of the actor itself: after each actor
+    step ``θ̄ ← (1 − ρ) θ̄ + ρ θ`` with ``ρ = actor_ema`` (0: off, the deployed actor is the trained
+    one). The trained actor's deterministic latent swings between evaluations (benchmarks/RESULTS.md);
+    the average over the last ~1/ρ updates is what evaluation, the exported adapter and the
+    deployed-latent training episodes act with, while exploration keeps sampling the trained actor."""
 
 
 def check_mc_target(mc_bound: bool, mc_mix: float | str) -> None:
@@ -272,6 +278,16 @@ def check_mc_target(mc_bound: bool, mc_mix: float | str) -> None:
     if mc_mix > 0 and mc_bound:
         raise ConfigError("na_mc_mix and na_mc_bound are two uses of the same Monte-Carlo return: set one "
                           "(na_mc_bound=false for the mix)")
+
+
+def check_actor_ema(rate: float | str) -> None:
+    """Check ``na_actor_ema`` (the deployed actor's Polyak rate).
+
+    Raises:
+        ConfigError: it is not a number in [0, 1).
+    """
+    if not (isinstance(rate, (int, float)) and 0.0 <= float(rate) < 1.0):
+        raise ConfigError(f"na_actor_ema must be a number in [0, 1) (0: deploy the trained actor), got {rate!r}")
 
 
 def actor_learning_rate(lr: float, actor_lr: float | str | None) -> float:
@@ -299,6 +315,7 @@ class DSRLNA:
         if int(settings.critic_utd) < 1:
             raise ConfigError(f"na_critic_utd must be >= 1, got {settings.critic_utd}")
         check_mc_target(settings.mc_bound, settings.mc_mix)
+        check_actor_ema(settings.actor_ema)
         if not 0.0 <= settings.distill_actor_share <= 1.0:
             raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
         if settings.prior not in NA_PRIORS:
@@ -320,6 +337,12 @@ class DSRLNA:
             with torch.no_grad():  # after construction, so every other network draws the same weights
                 self.actor.mu.weight.zero_()
                 self.actor.mu.bias.zero_()
+        # The deployed actor: the trained one, or (actor_ema > 0) a Polyak average of its weights.
+        self.deployed_actor = self.actor
+        if settings.actor_ema > 0:
+            self.deployed_actor = NoiseActor(obs_dim, d, h, latent.bound, settings.layernorm)
+            self.deployed_actor.load_state_dict(self.actor.state_dict())
+            self.deployed_actor.requires_grad_(False)
         self.q_a = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
         self.q_a_target = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
         self.q_a_target.load_state_dict(self.q_a.state_dict())
@@ -339,8 +362,11 @@ class DSRLNA:
         self.generator = torch.Generator().manual_seed(seed)
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"actor": self.actor, "q_a": self.q_a, "q_a_target": self.q_a_target, "q_w": self.q_w,
+        nets = {"actor": self.actor, "q_a": self.q_a, "q_a_target": self.q_a_target, "q_w": self.q_w,
                 "q_w_target": self.q_w_target}
+        if self.deployed_actor is not self.actor:
+            nets["actor_ema"] = self.deployed_actor
+        return nets
 
     def _noise(self, latent: torch.Tensor) -> torch.Tensor:
         return self.latent.to_noise(latent.clamp(-self.latent.bound, self.latent.bound))
@@ -416,9 +442,12 @@ class DSRLNA:
             alpha_loss.backward()
             self.opt["alpha"].step()
         with torch.no_grad():
-            for net, target in ((self.q_a, self.q_a_target), (self.q_w, self.q_w_target)):
+            pairs = [(self.q_a, self.q_a_target, self.s.tau), (self.q_w, self.q_w_target, self.s.tau)]
+            if self.deployed_actor is not self.actor:
+                pairs.append((self.actor, self.deployed_actor, float(self.s.actor_ema)))
+            for net, target, rate in pairs:
                 for p, tp in zip(net.parameters(), target.parameters()):
-                    tp.mul_(1 - self.s.tau).add_(self.s.tau * p)
+                    tp.mul_(1 - rate).add_(rate * p)
         stats.update({"loss/actor": loss.item(), "alpha": self.log_alpha.exp().item()})
         stats.update(self.actor_diagnostics(batch["obs"], log_prob))
         return stats
@@ -437,12 +466,14 @@ class DSRLNA:
                 "actor/std": float(log_std.exp().mean()),
                 "actor/q_w_at_mean": float(self.q_w(obs, w_det).min(0).values.mean())}
 
-    def act(self, obs: np.ndarray, deterministic: bool, select: int = 1) -> np.ndarray:
+    def act(self, obs: np.ndarray, deterministic: bool, select: int = 1, deployed: bool = False) -> np.ndarray:
         """A latent for one observation: a sample of the actor, or (``deterministic``) its mean —
         with ``select > 1`` the best by ``Q_W`` of ``select`` samples, or of the mean and
-        ``select − 1`` samples (:func:`~embodied_steer.dsrl.networks.choose_latent`)."""
+        ``select − 1`` samples (:func:`~embodied_steer.dsrl.networks.choose_latent`). ``deployed``:
+        of the deployed actor (the weight average with ``actor_ema > 0``) instead of the trained one."""
         x = torch.as_tensor(np.asarray(obs, np.float32))[None]
-        return choose_latent(self.actor, x, self.q_w, select, explore=not deterministic)[0].numpy()
+        actor = self.deployed_actor if deployed else self.actor
+        return choose_latent(actor, x, self.q_w, select, explore=not deterministic)[0].numpy()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: Path) -> None:
@@ -458,6 +489,8 @@ class DSRLNA:
             state = {k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")}
             if not state and n == "q_w_target":  # checkpoints written before Q̄_W existed
                 state = self.q_w.state_dict()
+            if not state and n == "actor_ema":  # a run resumed with actor_ema turned on: start the average here
+                state = self.actor.state_dict()
             m.load_state_dict(state)
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"])
@@ -533,7 +566,7 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           init_temperature=cfg.init_temperature,
                           target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, mc_mix=cfg.na_mc_mix,
                           critic_utd=cfg.na_critic_utd,
-                          actor_init=cfg.na_actor_init, actor_lr=cfg.na_actor_lr)
+                          actor_init=cfg.na_actor_init, actor_lr=cfg.na_actor_lr, actor_ema=cfg.na_actor_ema)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None
@@ -581,13 +614,13 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
         export(out / "adapter")
 
     def export(folder: Path) -> None:
-        save_adapter(folder, agent.actor, train_env.latent, train_env.features, hidden=cfg.hidden,
+        save_adapter(folder, agent.deployed_actor, train_env.latent, train_env.features, hidden=cfg.hidden,
                      base_config=base_config, algo="dsrl_na", execute_steps=k,
                      noise_critic=agent.q_w if cfg.na_select > 1 else None, select=cfg.na_select,
                      sample=cfg.na_act == "sample")
 
     def deployed(o: np.ndarray) -> np.ndarray:  # the latent evaluation measures and the adapter acts with
-        return agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select)
+        return agent.act(o, deterministic=cfg.na_act == "mean", select=cfg.na_select, deployed=True)
 
     def evaluate() -> dict[str, float]:
         row = progress.run_eval(deployed)

@@ -21,7 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_mc_target
+from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_actor_ema, check_mc_target
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -89,6 +89,7 @@ class AdaptConfig:
     na_select_explore: int = 1
     na_act: str = "mean"
     na_explore_deployed_share: float = 0.0
+    na_actor_ema: float = 0.0
     offline_dataset: str | None = None
     offline_updates: int = 0
 
@@ -129,6 +130,9 @@ class AdaptConfig:
         check_mc_target(self.na_mc_bound, self.na_mc_mix)
         if self.na_mc_mix > 0 and self.algo != "dsrl_na":
             raise ConfigError(f"na_mc_mix > 0 needs algo=dsrl_na, got {self.algo}")
+        check_actor_ema(self.na_actor_ema)
+        if self.na_actor_ema > 0 and self.algo != "dsrl_na":
+            raise ConfigError(f"na_actor_ema > 0 needs algo=dsrl_na, got {self.algo}")
         share = self.na_explore_deployed_share
         if not (isinstance(share, (int, float)) and 0.0 <= float(share) <= 1.0):
             raise ConfigError(f"na_explore_deployed_share must be a number in [0, 1], got {share!r}")
