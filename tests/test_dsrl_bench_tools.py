@@ -172,3 +172,42 @@ def test_the_pick_is_the_selection_or_the_top_one_rule(tmp_path):
 def test_pooled_line_sums_successes_and_episodes_with_a_wilson_interval():
     line = pooled_line("picks", [{"successes": 39, "episodes": 50}, {"successes": 34, "episodes": 50}])
     assert line == "pooled, picks: 73/100 (0.73, 95 % interval 0.64–0.81)"
+
+
+def test_critic_rollout_scores_every_planned_chunk_of_the_deployed_adapter(tmp_path):
+    from bench_dsrl_critic_fit import RecordingDSRLPolicy, load_critic, rollout_report
+
+    from embodied_steer.dsrl.policy import DSRLPolicy
+    from embodied_steer.dsrl.toy import ToyFlowPolicy, ToyGoalEnv
+    from embodied_steer.dsrl.train import AdaptConfig, run_adapt
+    from embodied_steer.eval.runner import run_episode
+
+    run = tmp_path / "run"
+    run_adapt(AdaptConfig(algo="dsrl_na", output_dir=str(run), total_env_steps=120, eval_every=1000, eval_episodes=2,
+                          checkpoint_every=60, latent_mode="tile", hidden=[16], batch_size=8, na_decode_batch=8,
+                          learning_starts=4, utd=1, gamma=0.9),
+              ToyGoalEnv, ToyFlowPolicy(), base_config={"_target_": "embodied_steer.dsrl.toy.ToyFlowPolicy"})
+    env, episodes, seed = ToyGoalEnv(), 6, 500
+    got = rollout_report(run, env, episodes, seed)
+    # the same adapter, run plainly: the recorder changes nothing about the episodes
+    plain = DSRLPolicy.from_adapter(run / "adapter")
+    results = [run_episode(env, plain, episode=i, seed=seed + i) for i in range(episodes)]
+    assert got["successes"] == sum(r.success for r in results)
+    first = got["by_index"][0]
+    assert (first["from"], first["to"], first["n"]) == (0, 1, episodes)  # one first chunk per episode
+    k = plain.info.execute_steps
+    expected = np.mean([0.9 ** (r.steps - 1) if r.success else 0.0 for r in results])
+    assert first["return_all"] == pytest.approx(expected)
+    # the first chunk's value is Q_W at the latent the adapter acted with there
+    recorder = RecordingDSRLPolicy.from_adapter(run / "adapter")
+    critic = load_critic(run, "q_w", int(recorder.latent.latent_dim), int(recorder.features.dim))
+    q0 = []
+    for i, r in enumerate(results):
+        recorder.start_recording()
+        run_episode(env, recorder, episode=i, seed=seed + i)
+        assert len(recorder.recorded) == -(-r.steps // k)  # one latent per planned chunk
+        obs, w = recorder.recorded[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(w, plain.actor.deterministic(torch.as_tensor(obs)[None])[0].numpy(), rtol=1e-6)
+            q0.append(critic(torch.as_tensor(obs)[None], torch.as_tensor(w)[None]).min(0).values.item())
+    assert first["q_all"] == pytest.approx(np.mean(q0), rel=1e-5)
