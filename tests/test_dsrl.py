@@ -514,6 +514,40 @@ def test_na_actor_ema_deploys_a_polyak_average_of_the_trained_actor(tmp_path):
             DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_ema=bad), 0)
 
 
+def test_critic_dropout_is_active_in_training_only_and_keeps_the_weight_layout():
+    from embodied_steer.dsrl.networks import CriticEnsemble
+
+    torch.manual_seed(0)
+    plain = CriticEnsemble(5, 3, [64, 64], n=2)
+    dropped = CriticEnsemble(5, 3, [64, 64], n=2, dropout=0.2)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()
+    dropped.load_state_dict(plain.state_dict())
+    obs, act = torch.randn(32, 5), torch.randn(32, 3)
+    assert not torch.allclose(dropped(obs, act), dropped(obs, act))  # a new mask per pass in training mode
+    dropped.eval()
+    torch.testing.assert_close(dropped(obs, act), plain(obs, act))
+    with pytest.raises(ValueError, match="dropout"):
+        CriticEnsemble(5, 3, [8], dropout=1.0)
+
+
+def test_na_critic_dropout_regularises_the_action_critic_only():
+    from embodied_steer.core.errors import ConfigError
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode,
+                   NASettings(hidden=[32, 32], batch_size=16, critic_dropout=0.3), 0)
+    has_dropout = lambda net: any(isinstance(m, torch.nn.Dropout) for m in net.modules())  # noqa: E731
+    assert has_dropout(agent.q_a) and has_dropout(agent.q_a_target)
+    assert not has_dropout(agent.q_w) and not has_dropout(agent.actor)
+    batch = na_batch()
+    assert agent.critic_loss(batch).item() != agent.critic_loss(batch).item()  # dropout masks differ per pass
+    agent.update(batch)  # trains as usual
+    for bad in (-0.1, 1.0, "half"):
+        with pytest.raises(ConfigError, match="na_critic_dropout"):
+            DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], critic_dropout=bad), 0)
+
+
 def test_na_critic_utd_takes_extra_td_steps_on_fresh_minibatches():
     from embodied_steer.dsrl.na import DSRLNA, NASettings
 

@@ -299,6 +299,8 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"na_mc_mix": 0.5}, "na_mc_mix"),
                                           ({"algo": "dsrl_na", "na_actor_ema": 1.0}, "na_actor_ema"),
                                           ({"na_actor_ema": 0.01}, "na_actor_ema"),
+                                          ({"algo": "dsrl_na", "na_critic_dropout": 1.0}, "na_critic_dropout"),
+                                          ({"na_critic_dropout": 0.1}, "na_critic_dropout"),
                                           ({"reward_shaping": "dense"}, "reward_shaping"),
                                           ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
                                           ({"reward_shaping": "lift"}, "env_state")])

@@ -259,6 +259,13 @@ class NASettings:
     update its deterministic latent is an arbitrary state-dependent noise; ``"zero_mean"``: the
     mean head starts at zero weights and bias, so the untrained actor's mean is the zero latent —
     the base policy's mean path — and its samples are centred on it."""
+    critic_dropout: float = 0.0
+    """Dropout rate of ``Q_A``'s hidden units (and of its target network, as in DroQ), active
+    whenever ``Q_A`` is evaluated during training. ``Q_A`` takes several TD steps per chunk
+    (``critic_utd``) on a replay of a few hundred episodes; on Lift it ranked its own replay's
+    successes and failures perfectly from the first chunks (AUC 1.00) and unseen episodes of the
+    deployed actor no better than chance (benchmarks/RESULTS.md) — it had memorised which episode
+    each start came from. ``Q_W`` is distilled on fresh noise and keeps no dropout."""
     actor_ema: float = 0.0
     """Deploy a Polyak average of the actor's weights instead of the actor itself: after each actor
     step ``θ̄ ← (1 − ρ) θ̄ + ρ θ`` with ``ρ = actor_ema`` (0: off, the deployed actor is the trained
@@ -288,6 +295,16 @@ def check_actor_ema(rate: float | str) -> None:
     """
     if not (isinstance(rate, (int, float)) and 0.0 <= float(rate) < 1.0):
         raise ConfigError(f"na_actor_ema must be a number in [0, 1) (0: deploy the trained actor), got {rate!r}")
+
+
+def check_critic_dropout(rate: float | str) -> None:
+    """Check ``na_critic_dropout``.
+
+    Raises:
+        ConfigError: it is not a number in [0, 1).
+    """
+    if not (isinstance(rate, (int, float)) and 0.0 <= float(rate) < 1.0):
+        raise ConfigError(f"na_critic_dropout must be a number in [0, 1) (0: no dropout), got {rate!r}")
 
 
 def actor_learning_rate(lr: float, actor_lr: float | str | None) -> float:
@@ -343,8 +360,10 @@ class DSRLNA:
             self.deployed_actor = NoiseActor(obs_dim, d, h, latent.bound, settings.layernorm)
             self.deployed_actor.load_state_dict(self.actor.state_dict())
             self.deployed_actor.requires_grad_(False)
-        self.q_a = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
-        self.q_a_target = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm)
+        check_critic_dropout(settings.critic_dropout)
+        drop = float(settings.critic_dropout)
+        self.q_a = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm, drop)
+        self.q_a_target = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm, drop)
         self.q_a_target.load_state_dict(self.q_a.state_dict())
         self.q_a_target.requires_grad_(False)
         self.q_w = CriticEnsemble(obs_dim, d, h, settings.n_critics, settings.layernorm)
@@ -566,7 +585,8 @@ def run_na(cfg, train_env, eval_env, out: Path, resuming: bool, base_config: Map
                           init_temperature=cfg.init_temperature,
                           target_entropy=cfg.entropy_target, mc_bound=cfg.na_mc_bound, mc_mix=cfg.na_mc_mix,
                           critic_utd=cfg.na_critic_utd,
-                          actor_init=cfg.na_actor_init, actor_lr=cfg.na_actor_lr, actor_ema=cfg.na_actor_ema)
+                          actor_init=cfg.na_actor_init, actor_lr=cfg.na_actor_lr, actor_ema=cfg.na_actor_ema,
+                          critic_dropout=cfg.na_critic_dropout)
     agent = DSRLNA(train_env.features.dim, k * action_dim, train_env.latent, decode, settings, cfg.seed)
     online = ChunkReplay(cfg.buffer_size, train_env.features.dim, k * action_dim)
     offline: ChunkReplay | None = None

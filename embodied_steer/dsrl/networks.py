@@ -11,15 +11,22 @@ from torch import nn
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, layernorm: bool = False) -> nn.Sequential:
-    """``Linear → [LayerNorm] → ReLU`` per hidden width, then an optional output ``Linear``."""
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, layernorm: bool = False,
+        dropout: float = 0.0) -> nn.Sequential:
+    """``Linear → [LayerNorm] → ReLU [→ Dropout]`` per hidden width, then an optional output ``Linear``.
+
+    The ReLU and its dropout are one parameter-free module, so the state-dict keys are the same with
+    and without dropout (weights load across the two).
+    """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     layers: list[nn.Module] = []
     d = in_dim
     for h in hidden:
         layers.append(nn.Linear(d, h))
         if layernorm:
             layers.append(nn.LayerNorm(h))
-        layers.append(nn.ReLU())
+        layers.append(nn.Sequential(nn.ReLU(), nn.Dropout(dropout)) if dropout > 0 else nn.ReLU())
         d = h
     if out_dim is not None:
         layers.append(nn.Linear(d, out_dim))
@@ -61,11 +68,16 @@ class NoiseActor(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """``n`` independent Q-networks ``Q_i(obs, action)``; ``forward`` → ``(n, B)``."""
+    """``n`` independent Q-networks ``Q_i(obs, action)``; ``forward`` → ``(n, B)``.
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int], n: int = 2, layernorm: bool = True):
+    ``dropout > 0`` drops hidden units in training mode (DroQ's regulariser against a critic that
+    memorises its replay); ``.eval()`` turns it off.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int], n: int = 2, layernorm: bool = True,
+                 dropout: float = 0.0):
         super().__init__()
-        self.nets = nn.ModuleList(mlp(obs_dim + action_dim, hidden, 1, layernorm) for _ in range(n))
+        self.nets = nn.ModuleList(mlp(obs_dim + action_dim, hidden, 1, layernorm, dropout) for _ in range(n))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, action], dim=-1)

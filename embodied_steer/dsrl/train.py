@@ -21,7 +21,8 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_actor_ema, check_mc_target
+from embodied_steer.dsrl.na import (NA_ACTOR_INITS, actor_learning_rate, check_actor_ema, check_critic_dropout,
+                                    check_mc_target)
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -90,6 +91,7 @@ class AdaptConfig:
     na_act: str = "mean"
     na_explore_deployed_share: float = 0.0
     na_actor_ema: float = 0.0
+    na_critic_dropout: float = 0.0
     offline_dataset: str | None = None
     offline_updates: int = 0
 
@@ -131,6 +133,9 @@ class AdaptConfig:
         if self.na_mc_mix > 0 and self.algo != "dsrl_na":
             raise ConfigError(f"na_mc_mix > 0 needs algo=dsrl_na, got {self.algo}")
         check_actor_ema(self.na_actor_ema)
+        check_critic_dropout(self.na_critic_dropout)
+        if self.na_critic_dropout > 0 and self.algo != "dsrl_na":
+            raise ConfigError(f"na_critic_dropout > 0 needs algo=dsrl_na, got {self.algo} (SB3's SAC critic has no dropout)")
         if self.na_actor_ema > 0 and self.algo != "dsrl_na":
             raise ConfigError(f"na_actor_ema > 0 needs algo=dsrl_na, got {self.algo}")
         share = self.na_explore_deployed_share
