@@ -72,6 +72,27 @@ def load_critic(run: Path, name: str, in_dim: int, obs_dim: int) -> CriticEnsemb
     return critic.eval()
 
 
+def by_chunk_index(q: np.ndarray, ret: np.ndarray, success: np.ndarray, index: np.ndarray,
+                   ranges: Sequence[tuple[int, int]], critic: str, ret_name: str) -> list[dict[str, float]]:
+    """Print and return, per range ``[lo, hi)`` of chunk indices, the mean critic value on episodes that
+    went on to succeed and on those that failed, their AUC, and the mean value against the mean return."""
+    print(f"| chunk index in the episode | n | mean {critic} (went on to succeed) | mean {critic} (failed) | AUC "
+          f"| mean {critic} (all) | mean {ret_name} (all) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for lo, hi in ranges:
+        m = (index >= lo) & (index < hi)
+        if not m.any():  # e.g. no episode reaches chunk 10 under a short training horizon
+            continue
+        row = {"from": lo, "to": hi, "n": int(m.sum()), "q_success": _mean(q[m & success]),
+               "q_failure": _mean(q[m & ~success]), "auc": auc(q[m & success], q[m & ~success]),
+               "q_all": _mean(q[m]), "mc_all": _mean(ret[m])}
+        rows.append(row)
+        print(f"| {lo}–{hi - 1} | {row['n']} | {row['q_success']:.3f} | {row['q_failure']:.3f} | {row['auc']:.2f} "
+              f"| {row['q_all']:.3f} | {row['mc_all']:.3f} |")
+    return rows
+
+
 def rollout_report(run: Path, env, episodes: int, seed: int) -> dict[str, object]:
     """``Q_W`` at the deployed latent on ``episodes`` unseen episodes against their returns."""
     cfg = json.loads((run / "adapt_config.json").read_text())
@@ -94,20 +115,7 @@ def rollout_report(run: Path, env, episodes: int, seed: int) -> dict[str, object
         index.append(j)
     q_all, g_all, ok, idx = (np.concatenate(x) for x in (q, g, success, index))
     print(f"\n{run}: the deployed adapter on seeds {seed}–{seed + episodes - 1}: {wins}/{episodes} successes")
-    print("| chunk index in the episode | n | mean Q_W (went on to succeed) | mean Q_W (failed) | AUC "
-          "| mean Q_W (all) | mean return (all) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    rows = []
-    for lo, hi in ((0, 1), (0, 3), (3, 6), (6, 10)):
-        m = (idx >= lo) & (idx < hi)
-        if not m.any():
-            continue
-        row = {"from": lo, "to": hi, "n": int(m.sum()), "q_success": _mean(q_all[m & ok]),
-               "q_failure": _mean(q_all[m & ~ok]), "auc": auc(q_all[m & ok], q_all[m & ~ok]),
-               "q_all": _mean(q_all[m]), "return_all": _mean(g_all[m])}
-        rows.append(row)
-        print(f"| {lo}–{hi - 1} | {row['n']} | {row['q_success']:.3f} | {row['q_failure']:.3f} | {row['auc']:.2f} "
-              f"| {row['q_all']:.3f} | {row['return_all']:.3f} |")
+    rows = by_chunk_index(q_all, g_all, ok, idx, ((0, 1), (0, 3), (3, 6), (6, 10)), "Q_W", "return")
     return {"run": str(run), "seed": seed, "episodes": episodes, "successes": wins, "by_index": rows}
 
 
@@ -165,20 +173,7 @@ def report(run: Path) -> dict[str, object]:
         row = {"from": lo, "to": hi, "n": int(m.sum()), "q": float(q[m].mean()), "mc": float(mc[m].mean())}
         before.append(row)
         print(f"| {lo}–{hi - 1} | {row['n']} | {row['q']:.3f} | {row['mc']:.3f} |")
-    print("| chunk index in the episode | n | mean Q_A (went on to succeed) | mean Q_A (failed) | AUC "
-          "| mean Q_A (all) | mean MC return (all) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    by_index = []
-    for lo, hi in ((0, 3), (3, 6), (6, 10), (10, 30)):
-        m = (index >= lo) & (index < hi)
-        if not m.any():  # e.g. no episode reaches chunk 10 under a short training horizon
-            continue
-        row = {"from": lo, "to": hi, "n": int(m.sum()), "q_success": _mean(q[m & success]),
-               "q_failure": _mean(q[m & ~success]), "auc": auc(q[m & success], q[m & ~success]),
-               "q_all": _mean(q[m]), "mc_all": _mean(mc[m])}
-        by_index.append(row)
-        print(f"| {lo}–{hi - 1} | {row['n']} | {row['q_success']:.3f} | {row['q_failure']:.3f} | {row['auc']:.2f} "
-              f"| {row['q_all']:.3f} | {row['mc_all']:.3f} |")
+    by_index = by_chunk_index(q, mc, success, index, ((0, 3), (3, 6), (6, 10), (10, 30)), "Q_A", "MC return")
     out.update(before_success=before, by_index=by_index)
     return out
 

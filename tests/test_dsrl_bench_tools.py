@@ -197,7 +197,7 @@ def test_critic_rollout_scores_every_planned_chunk_of_the_deployed_adapter(tmp_p
     assert (first["from"], first["to"], first["n"]) == (0, 1, episodes)  # one first chunk per episode
     k = plain.info.execute_steps
     expected = np.mean([0.9 ** (r.steps - 1) if r.success else 0.0 for r in results])
-    assert first["return_all"] == pytest.approx(expected)
+    assert first["mc_all"] == pytest.approx(expected)
     # the first chunk's value is Q_W at the latent the adapter acted with there
     recorder = RecordingDSRLPolicy.from_adapter(run / "adapter")
     critic = load_critic(run, "q_w", int(recorder.latent.latent_dim), int(recorder.features.dim))

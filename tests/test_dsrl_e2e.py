@@ -55,21 +55,13 @@ def test_dsrl_na_beats_the_base_policy_on_the_toy_problem(tmp_path):
     assert final["success_rate"] >= base_success(20, 100_000) + 0.4, final
 
 
-@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
-def test_na_training_episodes_act_with_the_deployed_latent_at_the_given_share(tmp_path, monkeypatch, share):
-    from embodied_steer.dsrl import na
+def _spy_on_evaluation(monkeypatch) -> list[bool]:
+    """Wrap ``Progress.run_eval`` so that code can tell whether it runs inside an evaluation: the
+    returned list is non-empty exactly while one runs."""
     from embodied_steer.dsrl.progress import Progress
 
-    seen: list[tuple[int, bool]] = []  # (training episode, acted with the deterministic latent)
-    in_eval = []
-    act, run_eval, record = na.DSRLNA.act, Progress.run_eval, Progress.record_step
-    episode = [0]
-
-    def spy_act(self, obs, deterministic, select=1, deployed=False):
-        if not in_eval:
-            seen.append((episode[0], deterministic))
-            assert deployed == deterministic  # the deployed-latent episodes act as evaluation does
-        return act(self, obs, deterministic, select, deployed)
+    in_eval: list[bool] = []
+    run_eval = Progress.run_eval
 
     def spy_eval(self, policy_act):
         in_eval.append(True)
@@ -78,12 +70,31 @@ def test_na_training_episodes_act_with_the_deployed_latent_at_the_given_share(tm
         finally:
             in_eval.pop()
 
+    monkeypatch.setattr(Progress, "run_eval", spy_eval)
+    return in_eval
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_na_training_episodes_act_with_the_deployed_latent_at_the_given_share(tmp_path, monkeypatch, share):
+    from embodied_steer.dsrl import na
+    from embodied_steer.dsrl.progress import Progress
+
+    seen: list[tuple[int, bool]] = []  # (training episode, acted with the deterministic latent)
+    in_eval = _spy_on_evaluation(monkeypatch)
+    act, record = na.DSRLNA.act, Progress.record_step
+    episode = [0]
+
+    def spy_act(self, obs, deterministic, select=1, deployed=False):
+        if not in_eval:
+            seen.append((episode[0], deterministic))
+            assert deployed == deterministic  # the deployed-latent episodes act as evaluation does
+        return act(self, obs, deterministic, select, deployed)
+
     def spy_record(self, env_steps, end, success, episode_return):
         record(self, env_steps, end, success, episode_return)
         episode[0] = self.c.episodes
 
     monkeypatch.setattr(na.DSRLNA, "act", spy_act)
-    monkeypatch.setattr(Progress, "run_eval", spy_eval)
     monkeypatch.setattr(Progress, "record_step", spy_record)
     run_adapt(toy_config(tmp_path / "run", "dsrl_na", total_env_steps=800, eval_episodes=2, seed=3,
                          na_explore_deployed_share=share), ToyGoalEnv, ToyFlowPolicy())
@@ -112,26 +123,17 @@ def test_na_actor_ema_is_what_the_adapter_and_evaluation_use(tmp_path, monkeypat
     from safetensors.torch import load_file
 
     from embodied_steer.dsrl import na
-    from embodied_steer.dsrl.progress import Progress
 
     evaluated_with: list[bool] = []
-    act, run_eval = na.DSRLNA.act, Progress.run_eval
-    in_eval = []
+    act = na.DSRLNA.act
+    in_eval = _spy_on_evaluation(monkeypatch)
 
     def spy_act(self, obs, deterministic, select=1, deployed=False):
         if in_eval:
             evaluated_with.append(deployed)
         return act(self, obs, deterministic, select, deployed)
 
-    def spy_eval(self, policy_act):
-        in_eval.append(True)
-        try:
-            return run_eval(self, policy_act)
-        finally:
-            in_eval.pop()
-
     monkeypatch.setattr(na.DSRLNA, "act", spy_act)
-    monkeypatch.setattr(Progress, "run_eval", spy_eval)
     out = tmp_path / "run"
     run_adapt(toy_config(out, "dsrl_na", total_env_steps=200, checkpoint_every=100, eval_every=100, eval_episodes=2,
                          learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], na_actor_ema=0.05),
