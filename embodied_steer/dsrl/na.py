@@ -262,10 +262,10 @@ class NASettings:
     critic_dropout: float = 0.0
     """Dropout rate of ``Q_A``'s hidden units (and of its target network, as in DroQ), active
     whenever ``Q_A`` is evaluated during training. ``Q_A`` takes several TD steps per chunk
-    (``critic_utd``) on a replay of a few hundred episodes; on Lift it ranked its own replay's
-    successes and failures perfectly from the first chunks (AUC 1.00) and unseen episodes of the
-    deployed actor no better than chance (benchmarks/RESULTS.md) — it had memorised which episode
-    each start came from. ``Q_W`` is distilled on fresh noise and keeps no dropout."""
+    (``critic_utd``) on a replay of a few hundred episodes; on Lift, with the Monte-Carlo mix, it
+    ranked its own replay's successes and failures perfectly from the first chunk (AUC 1.00) and, in
+    one of two runs, unseen episodes of the deployed actor no better than chance
+    (benchmarks/RESULTS.md) — it had memorised which episode each start came from. ``Q_W`` is distilled on fresh noise and keeps no dropout."""
     actor_ema: float = 0.0
     """Deploy a Polyak average of the actor's weights instead of the actor itself: after each actor
     step ``θ̄ ← (1 − ρ) θ̄ + ρ θ`` with ``ρ = actor_ema`` (0: off, the deployed actor is the trained
