@@ -265,7 +265,8 @@ class NASettings:
     (``critic_utd``) on a replay of a few hundred episodes; on Lift, with the Monte-Carlo mix, it
     ranked its own replay's successes and failures perfectly from the first chunk (AUC 1.00) and, in
     one of two runs, unseen episodes of the deployed actor no better than chance
-    (benchmarks/RESULTS.md) — it had memorised which episode each start came from. ``Q_W`` is distilled on fresh noise and keeps no dropout."""
+    (benchmarks/RESULTS.md) — it had memorised which episode each start came from. ``Q_W`` is
+    distilled on fresh noise and keeps no dropout."""
     actor_ema: float = 0.0
     """Deploy a Polyak average of the actor's weights instead of the actor itself: after each actor
     step ``θ̄ ← (1 − ρ) θ̄ + ρ θ`` with ``ρ = actor_ema`` (0: off, the deployed actor is the trained
@@ -287,24 +288,15 @@ def check_mc_target(mc_bound: bool, mc_mix: float | str) -> None:
                           "(na_mc_bound=false for the mix)")
 
 
-def check_actor_ema(rate: float | str) -> None:
-    """Check ``na_actor_ema`` (the deployed actor's Polyak rate).
+def check_rate(name: str, value: float | str, zero_means: str) -> None:
+    """Check a DSRL-NA setting that must be a number in [0, 1), 0 meaning ``zero_means``
+    (``na_actor_ema``, ``na_critic_dropout``).
 
     Raises:
-        ConfigError: it is not a number in [0, 1).
+        ConfigError: naming ``name``, when ``value`` is not such a number.
     """
-    if not (isinstance(rate, (int, float)) and 0.0 <= float(rate) < 1.0):
-        raise ConfigError(f"na_actor_ema must be a number in [0, 1) (0: deploy the trained actor), got {rate!r}")
-
-
-def check_critic_dropout(rate: float | str) -> None:
-    """Check ``na_critic_dropout``.
-
-    Raises:
-        ConfigError: it is not a number in [0, 1).
-    """
-    if not (isinstance(rate, (int, float)) and 0.0 <= float(rate) < 1.0):
-        raise ConfigError(f"na_critic_dropout must be a number in [0, 1) (0: no dropout), got {rate!r}")
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) < 1.0):
+        raise ConfigError(f"{name} must be a number in [0, 1) (0: {zero_means}), got {value!r}")
 
 
 def actor_learning_rate(lr: float, actor_lr: float | str | None) -> float:
@@ -332,7 +324,8 @@ class DSRLNA:
         if int(settings.critic_utd) < 1:
             raise ConfigError(f"na_critic_utd must be >= 1, got {settings.critic_utd}")
         check_mc_target(settings.mc_bound, settings.mc_mix)
-        check_actor_ema(settings.actor_ema)
+        check_rate("na_actor_ema", settings.actor_ema, "deploy the trained actor")
+        check_rate("na_critic_dropout", settings.critic_dropout, "no dropout")
         if not 0.0 <= settings.distill_actor_share <= 1.0:
             raise ConfigError(f"na_distill_actor_share must be in [0, 1], got {settings.distill_actor_share}")
         if settings.prior not in NA_PRIORS:
@@ -360,7 +353,6 @@ class DSRLNA:
             self.deployed_actor = NoiseActor(obs_dim, d, h, latent.bound, settings.layernorm)
             self.deployed_actor.load_state_dict(self.actor.state_dict())
             self.deployed_actor.requires_grad_(False)
-        check_critic_dropout(settings.critic_dropout)
         drop = float(settings.critic_dropout)
         self.q_a = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm, drop)
         self.q_a_target = CriticEnsemble(obs_dim, chunk_dim, h, settings.n_critics, settings.layernorm, drop)

@@ -21,8 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.na import (NA_ACTOR_INITS, actor_learning_rate, check_actor_ema, check_critic_dropout,
-                                    check_mc_target)
+from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_mc_target, check_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -130,20 +129,17 @@ class AdaptConfig:
         if self.na_act != "mean" and self.algo != "dsrl_na":
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
         check_mc_target(self.na_mc_bound, self.na_mc_mix)
-        if self.na_mc_mix > 0 and self.algo != "dsrl_na":
-            raise ConfigError(f"na_mc_mix > 0 needs algo=dsrl_na, got {self.algo}")
-        check_actor_ema(self.na_actor_ema)
-        check_critic_dropout(self.na_critic_dropout)
-        if self.na_critic_dropout > 0 and self.algo != "dsrl_na":
-            raise ConfigError(f"na_critic_dropout > 0 needs algo=dsrl_na, got {self.algo} (SB3's SAC critic has no dropout)")
-        if self.na_actor_ema > 0 and self.algo != "dsrl_na":
-            raise ConfigError(f"na_actor_ema > 0 needs algo=dsrl_na, got {self.algo}")
+        check_rate("na_actor_ema", self.na_actor_ema, "deploy the trained actor")
+        check_rate("na_critic_dropout", self.na_critic_dropout, "no dropout")
         share = self.na_explore_deployed_share
         if not (isinstance(share, (int, float)) and 0.0 <= float(share) <= 1.0):
             raise ConfigError(f"na_explore_deployed_share must be a number in [0, 1], got {share!r}")
-        if share > 0 and self.algo != "dsrl_na":
-            raise ConfigError(f"na_explore_deployed_share > 0 needs algo=dsrl_na, got {self.algo} (SB3's SAC collects "
-                              "its own rollouts with the stochastic actor)")
+        for name, why in (("na_mc_mix", ""), ("na_actor_ema", ""),
+                          ("na_critic_dropout", " (SB3's SAC critic has no dropout)"),
+                          ("na_explore_deployed_share",
+                           " (SB3's SAC collects its own rollouts with the stochastic actor)")):
+            if getattr(self, name) > 0 and self.algo != "dsrl_na":
+                raise ConfigError(f"{name} > 0 needs algo=dsrl_na, got {self.algo}{why}")
         if self.offline_dataset and not (Path(self.offline_dataset) / "meta" / "info.json").is_file():
             # Checked here, before the run folder is written, so a typo does not leave a run to clean up.
             raise ConfigError(f"offline_dataset={self.offline_dataset}: no LeRobot dataset there (no meta/info.json); "
