@@ -514,6 +514,49 @@ def test_na_actor_ema_deploys_a_polyak_average_of_the_trained_actor(tmp_path):
             DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_ema=bad), 0)
 
 
+def test_na_actor_ema_warmup_averages_the_first_actors_equally(tmp_path):
+    from embodied_steer.dsrl.na import DSRLNA, NASettings
+
+    env, _, decode = na_agent()
+    settings = NASettings(hidden=[32, 32], batch_size=16, actor_ema=0.25, actor_ema_warmup=True)
+    agent = DSRLNA(env.features.dim, 8, env.latent, decode, settings, 0)
+    initial = {k: v.clone() for k, v in agent.actor.state_dict().items()}
+    actors = []
+    for _ in range(3):
+        agent.update(na_batch())
+        actors.append({k: v.clone() for k, v in agent.actor.state_dict().items()})
+        if len(actors) == 1:  # rate 1 at the first step: the average is the trained actor, not the initial one
+            for k, v in agent.deployed_actor.state_dict().items():
+                torch.testing.assert_close(v, actors[0][k])
+            assert any(not torch.equal(v, initial[k]) for k, v in agent.deployed_actor.state_dict().items())
+    for k, v in agent.deployed_actor.state_dict().items():  # the plain mean of the three actors ...
+        torch.testing.assert_close(v, sum(a[k] for a in actors) / 3)
+    assert agent.ema_rate() == 0.25  # ... then the exponential rate from n = 1/ρ on
+    agent.update(na_batch())
+    assert agent.ema_updates == 4 and agent.ema_rate() == 0.25
+    agent.save(tmp_path)  # the count is part of the checkpoint: a resumed run does not warm up again
+    again = DSRLNA(env.features.dim, 8, env.latent, decode, settings, 1)
+    again.load(tmp_path)
+    assert again.ema_updates == 4
+    optim = torch.load(tmp_path / "optim.pt", weights_only=False)
+    del optim["actor_ema_updates"]  # a checkpoint from before the count: its average never warmed up
+    torch.save(optim, tmp_path / "optim.pt")
+    again.load(tmp_path)
+    assert again.ema_rate() == 0.25
+    plain = DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[32, 32], batch_size=16, actor_ema=0.25), 0)
+    assert plain.ema_rate() == 0.25  # without the warm-up the first step already uses ρ
+    nets = {k: v for k, v in agent.networks().items() if k != "actor_ema"}  # a checkpoint from before the average
+    from safetensors.torch import save_file
+    save_file({f"{n}.{k}": v.contiguous() for n, m in nets.items() for k, v in m.state_dict().items()}
+              | {"log_alpha": agent.log_alpha.detach().clone()}, str(tmp_path / "networks.safetensors"))
+    again.load(tmp_path)  # the average starts at the trained actor and warms up from there
+    assert again.ema_updates == 0 and again.ema_rate() == 1.0
+    for k, v in again.deployed_actor.state_dict().items():
+        torch.testing.assert_close(v, agent.actor.state_dict()[k])
+    with pytest.raises(ConfigError, match="na_actor_ema_warmup"):
+        DSRLNA(env.features.dim, 8, env.latent, decode, NASettings(hidden=[8], actor_ema_warmup=True), 0)
+
+
 def test_critic_dropout_is_active_in_training_only_and_keeps_the_weight_layout():
     from embodied_steer.dsrl.networks import CriticEnsemble
 

@@ -21,7 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_mc_target, check_rate
+from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_ema_warmup, check_mc_target, check_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
@@ -90,6 +90,7 @@ class AdaptConfig:
     na_act: str = "mean"
     na_explore_deployed_share: float = 0.0
     na_actor_ema: float = 0.0
+    na_actor_ema_warmup: bool = False
     na_critic_dropout: float = 0.0
     offline_dataset: str | None = None
     offline_updates: int = 0
@@ -130,6 +131,7 @@ class AdaptConfig:
             raise ConfigError(f"na_act={self.na_act} needs algo=dsrl_na, got {self.algo}")
         check_mc_target(self.na_mc_bound, self.na_mc_mix)
         check_rate("na_actor_ema", self.na_actor_ema, "deploy the trained actor")
+        check_ema_warmup(self.na_actor_ema_warmup, self.na_actor_ema)
         check_rate("na_critic_dropout", self.na_critic_dropout, "no dropout")
         share = self.na_explore_deployed_share
         if not (isinstance(share, (int, float)) and 0.0 <= float(share) <= 1.0):
