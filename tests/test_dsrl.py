@@ -65,6 +65,71 @@ def test_bad_latent_settings_are_config_errors():
         LatentNoiseMap(NoiseSpec((4, 3), 3), "full", bound=0.0)
 
 
+def test_a_given_latent_basis_round_trips_and_bad_rows_are_config_errors():
+    spec = NoiseSpec((4, 3), 3)
+    rows = torch.linalg.qr(torch.randn(12, 2, generator=torch.Generator().manual_seed(1)))[0].T
+    m = LatentNoiseMap(spec, "project", bound=1.0, latent_dim=2, basis="sensitivity", rows=rows)
+    w = torch.tensor([[0.5, -1.0]])
+    assert torch.allclose(m.to_noise(w).reshape(1, -1), (w @ rows) * (12 / 2) ** 0.5, atol=1e-6)
+    again = LatentNoiseMap.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again.basis == "sensitivity" and torch.equal(again.to_noise(w), m.to_noise(w))
+    assert "rows" not in m.describe()
+    old = {k: v for k, v in LatentNoiseMap(spec, "project", 1.0, 2, seed=5).to_dict().items() if k != "basis"}
+    assert LatentNoiseMap.from_dict(old).basis == "random"  # maps saved before bases existed
+    for kw, message in [({"rows": rows[:1]}, "shape"), ({"rows": rows * 2}, "orthonormal"),
+                        ({"rows": rows * float("nan")}, "NaN"), ({}, "needs its rows"),
+                        ({"basis": "pca", "rows": rows}, "latent_basis must be one of")]:
+        with pytest.raises(ConfigError, match=message):
+            LatentNoiseMap(spec, "project", 1.0, 2, **({"basis": "sensitivity"} | kw))
+    with pytest.raises(ConfigError, match="needs latent mode 'project'"):
+        LatentNoiseMap(spec, "tile", 1.0, basis="sensitivity", rows=rows)
+
+
+def test_sensitivity_basis_is_the_top_right_singular_space_of_a_linear_sampler():
+    from embodied_steer.dsrl.sensitivity import sensitivity_basis
+
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(6, 6, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(12, 12, generator=g))
+    a = u[:, :3] @ torch.diag(torch.tensor([3.0, 2.0, 1.0])) @ v[:, :3].T  # (6 actions, 12 noise), rank 3
+
+    def decode(obs, noise):
+        return noise.reshape(len(noise), -1) @ a.T + obs[:, :1]  # the state shifts, the noise moves
+
+    rows, summary = sensitivity_basis(decode, torch.randn(5, 4, generator=g), (4, 3), 2, bound=1.0)
+    top2 = v[:, :2].T
+    assert torch.allclose(rows.T @ rows, top2.T @ top2, atol=1e-4)  # the same subspace
+    assert summary["trace_share_zero"] == pytest.approx(13 / 14, abs=1e-4)  # (9 + 4) / (9 + 4 + 1)
+    assert summary["trace_share_random_basis"] == pytest.approx(2 / 12)
+    again, _ = sensitivity_basis(decode, torch.randn(5, 4, generator=g), (4, 3), 2, bound=1.0)
+    assert torch.allclose(again, rows, atol=1e-5)  # signs fixed: the same rows, not just the same span
+
+
+def test_sensitivity_basis_spends_the_latent_on_the_executed_steps():
+    from embodied_steer.dsrl.sensitivity import compute_latent_map
+
+    # the toy sampler moves each action entry with its own noise entry; 2 of the 4 steps are executed
+    env = LatentNoiseEnv(ToyGoalEnv(), ToyFlowPolicy(chunk_size=4), latent_mode="project", latent_dim=4,
+                         execute_steps=2, bound=1.0)
+    obs = np.stack([env.reset(seed=i)[0] for i in range(3)])
+    latent, summary = compute_latent_map(env, obs, 8, seed=0)
+    assert latent.basis == "sensitivity" and summary["trace_share_zero"] == pytest.approx(1.0)
+    assert float(latent.rows[:, 4:].abs().max()) < 1e-5  # nothing on the noise of unexecuted steps
+
+    def executed_move(m):  # squared move of the executed actions per unit latent along each axis
+        env.reset(seed=0)
+        zero = env._chunk(m.to_noise(np.zeros(4, np.float32)))[:2]
+        return np.mean([np.square(env._chunk(m.to_noise(np.eye(4, dtype=np.float32)[i]))[:2] - zero).sum()
+                        for i in range(4)])
+
+    assert executed_move(latent) > 1.5 * executed_move(env.latent)  # a random basis spends ~half on unexecuted steps
+    env.use_latent(latent)
+    env.reset(seed=0)
+    assert np.allclose(env.decode(np.eye(4, dtype=np.float32)[0]), env._chunk(latent.to_noise(np.eye(4)[0])))
+    with pytest.raises(ConfigError, match="does not fit"):
+        env.use_latent(LatentNoiseMap(env.latent.spec, "project", 1.0, 3))
+
+
 # ------------------------------------------------------------------------------------------ the wrapper
 def toy_wrapper(**kw) -> LatentNoiseEnv:
     return LatentNoiseEnv(ToyGoalEnv(), ToyFlowPolicy(), **kw)

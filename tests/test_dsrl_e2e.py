@@ -170,6 +170,35 @@ def test_na_resumes_with_counters_and_buffer_intact(tmp_path):
         assert int(z["size"]) == second["agent_steps"]  # the old transitions were kept, new ones appended
 
 
+@pytest.mark.parametrize("algo", ["dsrl_na", "dsrl_sac"])
+def test_sensitivity_basis_is_computed_once_saved_with_the_adapter_and_reused_on_resume(tmp_path, monkeypatch, algo):
+    from embodied_steer.dsrl import sensitivity
+    from embodied_steer.dsrl.policy import load_noise_adapter
+
+    out = tmp_path / "run"
+    cfg = toy_config(out, algo, total_env_steps=48, checkpoint_every=24, eval_every=1000, eval_episodes=2,
+                     learning_starts=4, batch_size=8, na_decode_batch=8, hidden=[16], latent_mode="project",
+                     latent_dim=3, latent_basis="sensitivity", latent_basis_states=4)
+    calls = []
+    compute = sensitivity.compute_latent_map
+    monkeypatch.setattr(sensitivity, "compute_latent_map", lambda *a, **kw: calls.append(a[1].shape) or compute(*a, **kw))
+    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    assert calls == [(4, 4)]  # four reset observations (no dataset): state 2 + goal 2
+    saved = json.loads((out / "latent.json").read_text())
+    assert saved["basis"] == "sensitivity" and np.array(saved["rows"]).shape == (3, 8)
+    adapter = load_noise_adapter(out / "adapter")
+    assert adapter.latent.basis == "sensitivity"
+    assert torch.equal(adapter.latent.rows, torch.tensor(saved["rows"], dtype=torch.float32))
+    # the toy's chunk moves entry by entry with its noise, so every latent direction moves the actions
+    assert torch.allclose(adapter.latent.rows @ adapter.latent.rows.T, torch.eye(3), atol=1e-5)
+
+    cfg.total_env_steps, cfg.resume = 96, True
+    run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    assert calls == [(4, 4)]  # read back, not computed again
+    assert _counters(out)["progress"]["env_steps"] >= 96
+    assert load_noise_adapter(out / "adapter").latent.to_dict() == saved
+
+
 def test_training_horizon_shortens_training_episodes_but_not_evaluation(tmp_path):
     out = tmp_path / "run"
     cfg = toy_config(out, "dsrl_na", total_env_steps=64, checkpoint_every=64, eval_every=1000, eval_episodes=2,
@@ -308,7 +337,11 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"na_critic_dropout": 0.1}, "na_critic_dropout"),
                                           ({"reward_shaping": "dense"}, "reward_shaping"),
                                           ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
-                                          ({"reward_shaping": "lift"}, "env_state")])
+                                          ({"reward_shaping": "lift"}, "env_state"),
+                                          ({"latent_basis": "pca"}, "latent_basis"),
+                                          ({"latent_basis": "sensitivity"}, "latent_mode=project"),
+                                          ({"latent_basis": "sensitivity", "latent_mode": "project", "latent_dim": 2,
+                                            "latent_basis_states": 0}, "latent_basis_states")])
 def test_bad_settings_are_named(tmp_path, bad, message):
     from embodied_steer.core.errors import ConfigError
 

@@ -6,10 +6,12 @@ policy's declared :class:`~embodied_steer.core.policy.NoiseSpec` shape ``(H, D)`
 ``full``     ``w`` has the noise shape itself, flattened to ``(H·D,)``; the map is a reshape.
 ``tile``     ``w`` has shape ``(D,)``; the same vector is used at every one of the ``H`` chunk steps.
              Needs a noise spec with at least 2 axes (``(horizon, dim)``).
-``project``  ``w`` has shape ``(d,)`` with ``d`` chosen by the user; a fixed random matrix with
-             orthonormal rows (seeded, stored with the adapter) lifts it to ``(H·D,)``, scaled by
-             ``sqrt(H·D / d)`` so that ``w ~ N(0, I_d)`` gives noise entries of unit variance on
-             average.
+``project``  ``w`` has shape ``(d,)`` with ``d`` chosen by the user; a fixed matrix with
+             orthonormal rows lifts it to ``(H·D,)``, scaled by ``sqrt(H·D / d)`` so that
+             ``w ~ N(0, I_d)`` gives noise entries of unit variance on average. The rows are a
+             random basis (``basis="random"``, seeded) or given (``basis="sensitivity"``: the noise
+             directions that move the executed actions most, computed from the frozen policy by
+             :func:`~embodied_steer.dsrl.sensitivity.sensitivity_basis`, stored in full with the map).
 
 Every adapter that declares the ``NOISE`` point supports all three: they only change what the
 agent chooses, the sampler always receives a full ``(N, *noise_spec.shape)`` tensor.
@@ -29,6 +31,8 @@ from embodied_steer.core.policy import NoiseSpec
 
 LatentMode = Literal["full", "tile", "project"]
 MODES = ("full", "tile", "project")
+BASES = ("random", "sensitivity")
+"""Where a projected latent's rows come from (``adapt``'s ``latent_basis``)."""
 
 
 @dataclass
@@ -40,7 +44,10 @@ class LatentNoiseMap:
         mode: ``"full"``, ``"tile"`` or ``"project"``.
         bound: the box half-width ``b``; latents must lie in ``[-b, b]``.
         latent_dim: size of the latent (set from ``mode`` unless ``project``).
-        seed: seed of the projection matrix (``project`` only).
+        seed: seed of the projection matrix (``project`` with ``basis="random"``).
+        basis: ``"random"`` (rows drawn from ``seed``) or ``"sensitivity"`` (``rows`` given).
+        rows: ``(latent_dim, H·D)`` orthonormal rows of the projection, required for
+            ``basis="sensitivity"`` (unscaled; the map applies ``sqrt(H·D / d)``).
     """
 
     spec: NoiseSpec
@@ -48,6 +55,8 @@ class LatentNoiseMap:
     bound: float = 1.5
     latent_dim: int | None = None
     seed: int = 0
+    basis: str = "random"
+    rows: torch.Tensor | np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -66,9 +75,33 @@ class LatentNoiseMap:
             if self.latent_dim is None or not 1 <= int(self.latent_dim) <= full:
                 raise ConfigError(f"latent mode 'project' needs latent_dim in [1, {full}], got {self.latent_dim}")
             self.latent_dim = int(self.latent_dim)
+            self._projection = self._project_rows(full) * math.sqrt(full / self.latent_dim)  # (d, full)
+        if self.mode != "project" and (self.basis != "random" or self.rows is not None):
+            raise ConfigError(f"latent_basis={self.basis!r} needs latent mode 'project', got {self.mode!r}")
+
+    def _project_rows(self, full: int) -> torch.Tensor:
+        """The ``(d, full)`` orthonormal rows of the projection (random from ``seed``, or ``rows`` checked)."""
+        d = int(self.latent_dim)
+        if self.basis not in BASES:
+            raise ConfigError(f"latent_basis must be one of {BASES}, got {self.basis!r}")
+        if self.basis == "random":
+            if self.rows is not None:
+                raise ConfigError("a random latent basis is drawn from its seed; rows were given as well")
             g = torch.Generator().manual_seed(int(self.seed))
-            q, _ = torch.linalg.qr(torch.randn(full, self.latent_dim, generator=g))  # (full, d), orthonormal columns
-            self._projection = q.T.contiguous() * math.sqrt(full / self.latent_dim)  # (d, full)
+            q, _ = torch.linalg.qr(torch.randn(full, d, generator=g))  # (full, d), orthonormal columns
+            return q.T.contiguous()
+        if self.rows is None:
+            raise ConfigError(f"latent_basis={self.basis!r} needs its rows (a ({d}, {full}) matrix); none were given")
+        rows = torch.as_tensor(np.asarray(self.rows, np.float32))
+        if tuple(rows.shape) != (d, full):
+            raise ConfigError(f"latent basis rows must have shape ({d}, {full}), got {tuple(rows.shape)}")
+        if not torch.isfinite(rows).all():
+            raise ConfigError("latent basis rows contain NaN or inf")
+        err = float((rows @ rows.T - torch.eye(d)).abs().max())
+        if err > 1e-3:
+            raise ConfigError(f"latent basis rows must be orthonormal (max |R Rᵀ − I| = {err:.3g})")
+        self.rows = rows.contiguous()
+        return self.rows
 
     @property
     def shape(self) -> tuple[int]:
@@ -101,12 +134,22 @@ class LatentNoiseMap:
             flat = w @ self._projection
         return flat.reshape(w.shape[0], *self.spec.shape).contiguous()
 
-    def to_dict(self) -> dict[str, object]:
+    def describe(self) -> dict[str, object]:
+        """The map's settings without a given basis's rows (what logs and policy info show)."""
         return {"mode": self.mode, "bound": float(self.bound), "latent_dim": int(self.latent_dim), "seed": int(self.seed),
-                "noise_shape": list(self.spec.shape), "action_dims": int(self.spec.action_dims)}
+                "basis": self.basis, "noise_shape": list(self.spec.shape), "action_dims": int(self.spec.action_dims)}
+
+    def to_dict(self) -> dict[str, object]:
+        """Everything :meth:`from_dict` needs to rebuild the map (a given basis's rows as nested lists)."""
+        out = self.describe()
+        if self.basis != "random":
+            out["rows"] = [[float(x) for x in row] for row in self.rows.tolist()]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> "LatentNoiseMap":
         spec = NoiseSpec(tuple(int(x) for x in d["noise_shape"]), int(d["action_dims"]))
+        rows = d.get("rows")
         return cls(spec, mode=d["mode"], bound=float(d["bound"]),
-                   latent_dim=int(d["latent_dim"]) if d["mode"] == "project" else None, seed=int(d["seed"]))
+                   latent_dim=int(d["latent_dim"]) if d["mode"] == "project" else None, seed=int(d["seed"]),
+                   basis=str(d.get("basis", "random")), rows=None if rows is None else np.asarray(rows, np.float32))

@@ -85,7 +85,7 @@ class DSRLPolicy(SteerablePolicy):
             execute_steps=int(execute_steps or info.execute_steps), action_bounds=info.action_bounds,
             state_dim=info.state_dim, env_state_dim=features.env_state_dim or info.env_state_dim,
             cameras=info.cameras, uses_instruction=info.uses_instruction,
-            extra={**info.extra, "dsrl": {"latent": latent.to_dict(), "features": features.to_dict()}},
+            extra={**info.extra, "dsrl": {"latent": latent.describe(), "features": features.to_dict()}},
         ))
         self.base = base
         self.actor = actor.eval()

@@ -21,6 +21,7 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
+from embodied_steer.dsrl.latent import BASES, LatentNoiseMap
 from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_ema_warmup, check_mc_target, check_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
@@ -55,6 +56,8 @@ class AdaptConfig:
     bound: float = 1.5
     latent_mode: str = "full"
     latent_dim: int | None = None
+    latent_basis: str = "random"
+    latent_basis_states: int = 64
     gamma: float = 0.99
     use_env_state: bool = True
     train_horizon: int | None = None
@@ -112,6 +115,13 @@ class AdaptConfig:
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
         self.training_horizon  # checks train_horizon / train_horizon_cut
+        if self.latent_basis not in BASES:
+            raise ConfigError(f"latent_basis must be one of {BASES}, got {self.latent_basis!r}")
+        if self.latent_basis != "random" and (self.latent_mode != "project" or self.algo == "raw_sac"):
+            raise ConfigError(f"latent_basis={self.latent_basis} needs a DSRL algo with latent_mode=project, got "
+                              f"algo={self.algo} latent_mode={self.latent_mode}")
+        if not (isinstance(self.latent_basis_states, int) and self.latent_basis_states >= 1):
+            raise ConfigError(f"latent_basis_states must be an integer >= 1, got {self.latent_basis_states!r}")
         check_shaping(self.reward_shaping, self.shaping_scale, self.shaping_sharpness)
         try:
             self.entropy_target
@@ -235,8 +245,16 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
         # Built (and refused) before anything is written to the run folder.
         train_env.shaping = make_potential(cfg.reward_shaping, train_env.features, cfg.shaping_scale,
                                            cfg.shaping_sharpness)
+        if cfg.algo != "raw_sac" and cfg.latent_basis != "random":
+            latent = _latent_basis(cfg, train_env, out, resuming)
+            train_env.use_latent(latent)
+            eval_env.use_latent(latent)
         out.mkdir(parents=True, exist_ok=True)
         (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        if cfg.algo != "raw_sac" and cfg.latent_basis != "random":
+            tmp = out / (LATENT_FILE + ".tmp")
+            tmp.write_text(json.dumps(train_env.latent.to_dict()))
+            tmp.replace(out / LATENT_FILE)  # atomic: a kill leaves the old file or the new one
         if cfg.algo == "dsrl_na":
             from embodied_steer.dsrl.na import run_na
 
@@ -245,6 +263,44 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
     finally:
         train_env.close()
         eval_env.close()
+
+
+LATENT_FILE = "latent.json"
+"""The run's latent map (``LatentNoiseMap.to_dict``), written before training starts: a computed
+basis is read back from it on resume instead of being computed again."""
+
+
+def _latent_basis(cfg: AdaptConfig, train_env: LatentNoiseEnv, out: Path, resuming: bool) -> LatentNoiseMap:
+    """The run's projected latent with a computed basis: the one saved in the run folder when
+    resuming, else the sensitivity basis averaged over ``latent_basis_states`` agent observations —
+    the offline dataset's, or (without one) the first observations of as many training-env resets
+    (seeds no training or evaluation episode uses; a reset costs no environment step)."""
+    saved = out / LATENT_FILE
+    if resuming and saved.is_file():
+        latent = LatentNoiseMap.from_dict(json.loads(saved.read_text()))
+        if latent.basis != cfg.latent_basis:
+            raise ConfigError(f"{saved} holds a {latent.basis} basis; this run asks for latent_basis={cfg.latent_basis}")
+        log.info("latent basis: %s, read from %s", latent.basis, saved)
+        return latent
+    from embodied_steer.dsrl.sensitivity import compute_latent_map
+
+    if cfg.offline_dataset:
+        from embodied_steer.dsrl.na import offline_transitions
+
+        k = train_env.execute_steps
+        rows = offline_transitions(cfg.offline_dataset, train_env.features, k, cfg.gamma,
+                                   int(np.prod(train_env.env.action_space.shape)))
+        obs = np.stack([row[0] for row in rows])
+    else:
+        obs = np.stack([train_env.reset(seed=BASIS_RESET_SEED + cfg.seed * 1000 + i)[0]
+                        for i in range(cfg.latent_basis_states)])
+    latent, _ = compute_latent_map(train_env, obs, cfg.latent_basis_states, cfg.seed)
+    return latent
+
+
+BASIS_RESET_SEED = 900_000_000
+"""Reset seeds of the states a basis is computed from without a dataset (far from the training
+episodes' ``seed · 1000003 + episode`` and the evaluation's ``eval_seed + i``)."""
 
 
 def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, gamma: float,

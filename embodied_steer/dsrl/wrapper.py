@@ -146,6 +146,12 @@ class LatentNoiseEnv(gym.Env):
         self.total_env_steps = 0
         """Environment steps executed through this wrapper since it was built (the RL budget)."""
 
+    def use_latent(self, latent: LatentNoiseMap) -> None:
+        """Act through another latent map of the same size and box (e.g. a computed basis)."""
+        if latent.shape != self.latent.shape or latent.bound != self.latent.bound or latent.spec != self.latent.spec:
+            raise ConfigError(f"latent map {latent.describe()} does not fit this env's latent {self.latent.describe()}")
+        self.latent = latent
+
     @property
     def chunk_discount(self) -> float:
         """``γ^k``: the discount between consecutive full chunks."""

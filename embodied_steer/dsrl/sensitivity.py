@@ -1,0 +1,142 @@
+"""A projected latent along the noise directions that move the executed actions most.
+
+A random projection (``latent_basis=random``) spends the latent on arbitrary noise directions:
+on the shipped Lift policy a random 16-dim subspace of the 112-dim noise carries 13–26 % of what
+the best 16 directions do to the executed chunk (benchmarks/RESULTS.md), and which share a run gets
+depends on its seed. ``latent_basis=sensitivity`` takes the top eigenvectors of the frozen
+sampler's averaged Jacobian Gram matrix instead::
+
+    M = Σ_p  E_s[ J_p(s)ᵀ J_p(s) ] / tr(E_s[ J_p(s)ᵀ J_p(s) ]),   J_p(s) = ∂ a_exec(s, ε) / ∂ε  at ε = p
+
+over agent observations ``s`` and two noise points ``p``: the zero noise (the base policy's mean
+path, where an untrained actor starts) and one clipped ``N(0, I)`` draw per state (typical noise).
+Each point's Gram matrix is normalised by its trace because the sampler is far more sensitive at
+the zero noise (about 17× on Lift) and would otherwise decide alone. ``J`` is taken by forward
+differences through the same batched decoder DSRL-NA uses, so it works for every policy that
+decoder supports (no gradients through the sampler needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from embodied_steer.core.errors import ConfigError
+
+log = logging.getLogger("embodied_steer.dsrl")
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(obs (B, D_obs), noise (B, *noise_shape)) → executed chunk (B, k·D_action)``."""
+
+
+@torch.no_grad()
+def jacobian_gram(decode: Decoder, obs: torch.Tensor, noise: torch.Tensor, eps: float = 0.05) -> torch.Tensor:
+    """``mean_s J(s)ᵀ J(s)`` ``(F, F)`` of the executed chunk with respect to the flattened noise
+    ``F = prod(noise_shape)``, by forward differences of size ``eps`` around ``noise`` ``(N, *noise_shape)``
+    at the observations ``obs`` ``(N, D_obs)`` (one decode of ``F + 1`` samples per state)."""
+    n, shape = obs.shape[0], tuple(noise.shape[1:])
+    full = int(np.prod(shape))
+    gram = torch.zeros(full, full, dtype=torch.float64)
+    steps = torch.cat([torch.zeros(1, full), eps * torch.eye(full)])  # (F + 1, F)
+    for i in range(n):
+        batch = (noise[i].reshape(1, full) + steps).reshape(full + 1, *shape)
+        chunk = decode(obs[i : i + 1].expand(full + 1, -1), batch).double()
+        jac = ((chunk[1:] - chunk[0]) / eps).T  # (k·D_action, F)
+        if not torch.isfinite(jac).all():
+            raise ConfigError(f"the policy's executed actions are not finite around the noise at state {i}; "
+                              "cannot compute a sensitivity basis")
+        gram += jac.T @ jac / n
+    return gram
+
+
+def sensitivity_basis(decode: Decoder, obs: torch.Tensor, noise_shape: Sequence[int], latent_dim: int, bound: float,
+                      eps: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    """The ``(latent_dim, F)`` orthonormal rows along which the noise moves the executed actions most
+    (see the module docstring), and a summary: the share of the Gram matrix's trace they carry, at
+    each noise point, and what a random basis of the same size carries on average (``d / F``).
+
+    Args:
+        decode: batched decoder through the frozen sampler (:func:`~embodied_steer.dsrl.na.make_decoder`).
+        obs: ``(N, D_obs)`` agent observations to average over (N ≥ 1).
+        noise_shape: the policy's noise shape ``(H, D)``.
+        latent_dim: rows to keep (``d``).
+        bound: the latent box; the random noise point is ``N(0, I)`` clipped to it, as the
+            actor's warm-up noise.
+        eps: finite-difference step in noise units.
+        seed: seed of the random noise point.
+
+    Raises:
+        ConfigError: no observations, ``latent_dim`` out of range, or non-finite actions.
+    """
+    full = int(np.prod(noise_shape))
+    if obs.ndim != 2 or obs.shape[0] < 1:
+        raise ConfigError(f"a sensitivity basis needs at least one agent observation (N, D_obs), got {tuple(obs.shape)}")
+    if not 1 <= int(latent_dim) <= full:
+        raise ConfigError(f"latent_dim must be in [1, {full}] for a sensitivity basis, got {latent_dim}")
+    obs = obs.float()
+    g = torch.Generator().manual_seed(int(seed))
+    points = {"zero": torch.zeros(obs.shape[0], *noise_shape),
+              "random": torch.randn(obs.shape[0], *noise_shape, generator=g).clamp(-bound, bound)}
+    grams = {}
+    for name, noise in points.items():
+        grams[name] = jacobian_gram(decode, obs, noise, eps)
+        log.info("sensitivity basis: Jacobians at the %s noise over %d states done", name, obs.shape[0])
+    total = sum(m / m.trace().clamp_min(1e-12) for m in grams.values())
+    values, vectors = torch.linalg.eigh(total)
+    rows = vectors[:, torch.argsort(values, descending=True)[: int(latent_dim)]].T.contiguous()
+    # eigh's signs are arbitrary: make each row's largest entry positive so the basis is reproducible
+    signs = torch.sign(rows.gather(1, rows.abs().argmax(1, keepdim=True)))
+    rows = rows * signs
+    summary = {f"trace_share_{name}": float(torch.trace(rows @ m @ rows.T) / m.trace().clamp_min(1e-12))
+               for name, m in grams.items()}
+    summary["trace_share_random_basis"] = int(latent_dim) / full
+    rows = rows.float()
+    # re-orthonormalise in float32 so LatentNoiseMap's check holds to its tolerance
+    q, r = torch.linalg.qr(rows.T)
+    rows = (q * torch.sign(torch.diagonal(r))).T.contiguous()
+    return rows, summary
+
+
+def basis_states(obs: np.ndarray, count: int) -> torch.Tensor:
+    """``count`` observations spread evenly over ``obs`` ``(N, D_obs)`` (all of them if ``N ≤ count``)."""
+    if count < 1:
+        raise ConfigError(f"latent_basis_states must be >= 1, got {count}")
+    idx = np.unique(np.linspace(0, len(obs) - 1, min(count, len(obs))).round().astype(int))
+    return torch.as_tensor(np.asarray(obs, np.float32)[idx])
+
+
+def describe(summary: dict[str, float]) -> str:
+    """One log line for a basis summary."""
+    parts = [f"{k[len('trace_share_'):]} {v:.2f}" for k, v in summary.items()]
+    return "share of the executed-action sensitivity the basis carries: " + ", ".join(parts)
+
+
+
+def compute_latent_map(env, obs: np.ndarray, count: int, seed: int):
+    """A copy of ``env``'s projected :class:`~embodied_steer.dsrl.latent.LatentNoiseMap` with the
+    sensitivity basis of its frozen policy, averaged over ``count`` of the agent observations ``obs``
+    (``env``: a :class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv`).
+
+    Raises:
+        ConfigError: the latent is not projected, or the policy reads cameras (the agent
+            observations hold no images to re-run it on).
+    """
+    from embodied_steer.dsrl.latent import LatentNoiseMap
+    from embodied_steer.dsrl.na import make_decoder
+
+    latent = env.latent
+    if latent.mode != "project":
+        raise ConfigError(f"latent_basis=sensitivity needs latent_mode=project, got {latent.mode!r}")
+    if env.policy.info.cameras:
+        raise ConfigError(f"latent_basis=sensitivity re-runs the base policy on agent observations, which hold no "
+                          f"images; policy '{env.policy.info.name}' reads cameras {list(env.policy.info.cameras)} "
+                          "(use latent_basis=random)")
+    decode = make_decoder(env.policy, env.features, env.execute_steps, env.instruction)
+    states = basis_states(obs, count)
+    rows, summary = sensitivity_basis(decode, states, latent.spec.shape, int(latent.latent_dim), latent.bound, seed=seed)
+    log.info("sensitivity basis from %d states: %s", len(states), describe(summary))
+    return LatentNoiseMap(latent.spec, "project", latent.bound, latent.latent_dim, latent.seed, basis="sensitivity",
+                          rows=rows), summary
