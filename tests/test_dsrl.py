@@ -78,7 +78,8 @@ def test_a_given_latent_basis_round_trips_and_bad_rows_are_config_errors():
     assert LatentNoiseMap.from_dict(old).basis == "random"  # maps saved before bases existed
     for kw, message in [({"rows": rows[:1]}, "shape"), ({"rows": rows * 2}, "orthonormal"),
                         ({"rows": rows * float("nan")}, "NaN"), ({}, "needs its rows"),
-                        ({"basis": "pca", "rows": rows}, "latent_basis must be one of")]:
+                        ({"basis": "pca", "rows": rows}, "latent_basis must be one of"),
+                        ({"rows": rows, "scales": [1.0, -1.0]}, "scales"), ({"rows": rows, "scales": [1.0]}, "scales")]:
         with pytest.raises(ConfigError, match=message):
             LatentNoiseMap(spec, "project", 1.0, 2, **({"basis": "sensitivity"} | kw))
     with pytest.raises(ConfigError, match="needs latent mode 'project'"):
@@ -96,13 +97,20 @@ def test_sensitivity_basis_is_the_top_right_singular_space_of_a_linear_sampler()
     def decode(obs, noise):
         return noise.reshape(len(noise), -1) @ a.T + obs[:, :1]  # the state shifts, the noise moves
 
-    rows, summary = sensitivity_basis(decode, torch.randn(5, 4, generator=g), (4, 3), 2, bound=1.0)
+    rows, scales, summary = sensitivity_basis(decode, torch.randn(5, 4, generator=g), (4, 3), 2, bound=1.0)
     top2 = v[:, :2].T
     assert torch.allclose(rows.T @ rows, top2.T @ top2, atol=1e-4)  # the same subspace
     assert summary["trace_share_zero"] == pytest.approx(13 / 14, abs=1e-4)  # (9 + 4) / (9 + 4 + 1)
     assert summary["trace_share_random_basis"] == pytest.approx(2 / 12)
-    again, _ = sensitivity_basis(decode, torch.randn(5, 4, generator=g), (4, 3), 2, bound=1.0)
+    again, _, _ = sensitivity_basis(decode, torch.randn(5, 4, generator=g), (4, 3), 2, bound=1.0)
     assert torch.allclose(again, rows, atol=1e-5)  # signs fixed: the same rows, not just the same span
+
+    # whitened, a unit latent along either axis moves the actions alike: as far as an average random
+    # row would (squared move tr(AᵀA) / d = 14 / 2), not 9 : 4 as the unscaled top rows do
+    white = LatentNoiseMap(NoiseSpec((4, 3), 3), "project", 1.0, 2, basis="sensitivity", rows=rows, scales=scales)
+    moves = [float((white.to_noise(torch.eye(2)[i : i + 1]).reshape(1, -1) @ a.T).square().sum()) for i in range(2)]
+    assert moves == pytest.approx([7.0, 7.0], rel=1e-3)
+    assert torch.equal(LatentNoiseMap.from_dict(white.to_dict()).to_noise(torch.ones(1, 2)), white.to_noise(torch.ones(1, 2)))
 
 
 def test_sensitivity_basis_spends_the_latent_on_the_executed_steps():
@@ -112,9 +120,11 @@ def test_sensitivity_basis_spends_the_latent_on_the_executed_steps():
     env = LatentNoiseEnv(ToyGoalEnv(), ToyFlowPolicy(chunk_size=4), latent_mode="project", latent_dim=4,
                          execute_steps=2, bound=1.0)
     obs = np.stack([env.reset(seed=i)[0] for i in range(3)])
-    latent, summary = compute_latent_map(env, obs, 8, seed=0)
+    latent, summary = compute_latent_map(env, obs, 8, seed=0, scale="unit")
     assert latent.basis == "sensitivity" and summary["trace_share_zero"] == pytest.approx(1.0)
     assert float(latent.rows[:, 4:].abs().max()) < 1e-5  # nothing on the noise of unexecuted steps
+    white, _ = compute_latent_map(env, obs, 8, seed=0)  # whitened (the default): the same rows, equal scales
+    assert torch.allclose(white.rows, latent.rows) and torch.allclose(white.scales, white.scales[0].expand(4))
 
     def executed_move(m):  # squared move of the executed actions per unit latent along each axis
         env.reset(seed=0)
@@ -302,6 +312,18 @@ def test_tiny_lerobot_diffusion_in_a_lift_shaped_env():
     assert env.action_space.shape == (ACTION_DIM,)
     _, _, _, _, info = env.step(np.full(ACTION_DIM, 0.5, np.float32))
     assert info["executed_actions"].shape == (policy.info.execute_steps, ACTION_DIM)
+
+    # a sensitivity basis through LeRobot's batched decode: orthonormal rows that move the actions
+    from embodied_steer.dsrl.sensitivity import compute_latent_map
+
+    proj = LatentNoiseEnv(LiftShaped(), policy, latent_mode="project", latent_dim=3)
+    states = np.stack([proj.reset(seed=i)[0] for i in range(2)])
+    latent, summary = compute_latent_map(proj, states, 2, seed=0)
+    assert torch.allclose(latent.projection_rows @ latent.projection_rows.T, torch.eye(3), atol=1e-4)
+    assert summary["trace_share_zero"] > summary["trace_share_random_basis"]
+    proj.use_latent(latent)
+    proj.reset(seed=0)
+    assert not np.allclose(proj.decode(np.zeros(3, np.float32)), proj.decode(np.full(3, 0.5, np.float32)))
 
 
 def test_ddpm_diffusion_is_refused_as_nondeterministic():
@@ -801,6 +823,11 @@ def test_na_refuses_camera_policies():
     policy.info.cameras = ("agentview",)
     with pytest.raises(ConfigError, match="cameras"):
         make_decoder(policy, ObsFeatures(2, 2, 1), 4)
+    from embodied_steer.dsrl.sensitivity import compute_latent_map
+
+    env = LatentNoiseEnv(ToyGoalEnv(), policy, latent_mode="project", latent_dim=2)
+    with pytest.raises(ConfigError, match="latent_basis=random"):  # its Jacobians would need the images too
+        compute_latent_map(env, np.zeros((2, 4), np.float32), 2, seed=0)
 
 
 def test_offline_transitions_from_lift_demos(tmp_path):

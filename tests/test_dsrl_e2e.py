@@ -339,6 +339,7 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
                                           ({"reward_shaping": "lift", "shaping_scale": 2.0}, "shaping_scale"),
                                           ({"reward_shaping": "lift"}, "env_state"),
                                           ({"latent_basis": "pca"}, "latent_basis"),
+                                          ({"latent_basis_scale": "max"}, "latent_basis_scale"),
                                           ({"latent_basis": "sensitivity"}, "latent_mode=project"),
                                           ({"latent_basis": "sensitivity", "latent_mode": "project", "latent_dim": 2,
                                             "latent_basis_states": 0}, "latent_basis_states")])

@@ -11,7 +11,8 @@ policy's declared :class:`~embodied_steer.core.policy.NoiseSpec` shape ``(H, D)`
              ``w ~ N(0, I_d)`` gives noise entries of unit variance on average. The rows are a
              random basis (``basis="random"``, seeded) or given (``basis="sensitivity"``: the noise
              directions that move the executed actions most, computed from the frozen policy by
-             :func:`~embodied_steer.dsrl.sensitivity.sensitivity_basis`, stored in full with the map).
+             :func:`~embodied_steer.dsrl.sensitivity.sensitivity_basis`, stored in full with the map,
+             optionally with a scale per row).
 
 Every adapter that declares the ``NOISE`` point supports all three: they only change what the
 agent chooses, the sampler always receives a full ``(N, *noise_spec.shape)`` tensor.
@@ -48,6 +49,8 @@ class LatentNoiseMap:
         basis: ``"random"`` (rows drawn from ``seed``) or ``"sensitivity"`` (``rows`` given).
         rows: ``(latent_dim, H·D)`` orthonormal rows of the projection, required for
             ``basis="sensitivity"`` (unscaled; the map applies ``sqrt(H·D / d)``).
+        scales: ``(latent_dim,)`` positive factors of the rows (given bases only; ``None``: all 1),
+            so that latent entry ``i`` adds ``scales[i] · sqrt(H·D / d) · rows[i]`` to the noise.
     """
 
     spec: NoiseSpec
@@ -57,6 +60,7 @@ class LatentNoiseMap:
     seed: int = 0
     basis: str = "random"
     rows: torch.Tensor | np.ndarray | None = None
+    scales: torch.Tensor | np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,8 +79,9 @@ class LatentNoiseMap:
             if self.latent_dim is None or not 1 <= int(self.latent_dim) <= full:
                 raise ConfigError(f"latent mode 'project' needs latent_dim in [1, {full}], got {self.latent_dim}")
             self.latent_dim = int(self.latent_dim)
-            self._projection = self._project_rows(full) * math.sqrt(full / self.latent_dim)  # (d, full)
-        if self.mode != "project" and (self.basis != "random" or self.rows is not None):
+            rows = self._project_rows(full) * math.sqrt(full / self.latent_dim)  # (d, full)
+            self._projection = rows * self._row_scales()[:, None]
+        if self.mode != "project" and (self.basis != "random" or self.rows is not None or self.scales is not None):
             raise ConfigError(f"latent_basis={self.basis!r} needs latent mode 'project', got {self.mode!r}")
 
     def _project_rows(self, full: int) -> torch.Tensor:
@@ -102,6 +107,26 @@ class LatentNoiseMap:
             raise ConfigError(f"latent basis rows must be orthonormal (max |R Rᵀ − I| = {err:.3g})")
         self.rows = rows.contiguous()
         return self.rows
+
+    def _row_scales(self) -> torch.Tensor:
+        d = int(self.latent_dim)
+        if self.scales is None:
+            return torch.ones(d)
+        if self.basis == "random":
+            raise ConfigError("a random latent basis has no per-row scales")
+        scales = torch.as_tensor(np.asarray(self.scales, np.float32)).reshape(-1)
+        if scales.shape != (d,) or not (torch.isfinite(scales).all() and (scales > 0).all()):
+            raise ConfigError(f"latent basis scales must be {d} positive finite numbers, got {self.scales!r}")
+        self.scales = scales
+        return scales
+
+    @property
+    def projection_rows(self) -> torch.Tensor:
+        """The ``(latent_dim, H·D)`` orthonormal rows of a projected latent (before any scale)."""
+        if self._projection is None:
+            raise ConfigError(f"latent mode {self.mode!r} has no projection")
+        full = int(np.prod(self.spec.shape))
+        return self._projection / math.sqrt(full / int(self.latent_dim)) / self._row_scales()[:, None]
 
     @property
     def shape(self) -> tuple[int]:
@@ -144,12 +169,15 @@ class LatentNoiseMap:
         out = self.describe()
         if self.basis != "random":
             out["rows"] = [[float(x) for x in row] for row in self.rows.tolist()]
+        if self.scales is not None:
+            out["scales"] = [float(x) for x in self.scales.tolist()]
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> "LatentNoiseMap":
         spec = NoiseSpec(tuple(int(x) for x in d["noise_shape"]), int(d["action_dims"]))
-        rows = d.get("rows")
+        rows, scales = d.get("rows"), d.get("scales")
         return cls(spec, mode=d["mode"], bound=float(d["bound"]),
                    latent_dim=int(d["latent_dim"]) if d["mode"] == "project" else None, seed=int(d["seed"]),
-                   basis=str(d.get("basis", "random")), rows=None if rows is None else np.asarray(rows, np.float32))
+                   basis=str(d.get("basis", "random")), rows=None if rows is None else np.asarray(rows, np.float32),
+                   scales=None if scales is None else np.asarray(scales, np.float32))

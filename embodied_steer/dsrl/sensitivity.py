@@ -53,10 +53,11 @@ def jacobian_gram(decode: Decoder, obs: torch.Tensor, noise: torch.Tensor, eps: 
 
 
 def sensitivity_basis(decode: Decoder, obs: torch.Tensor, noise_shape: Sequence[int], latent_dim: int, bound: float,
-                      eps: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+                      eps: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """The ``(latent_dim, F)`` orthonormal rows along which the noise moves the executed actions most
-    (see the module docstring), and a summary: the share of the Gram matrix's trace they carry, at
-    each noise point, and what a random basis of the same size carries on average (``d / F``).
+    (see the module docstring); ``(latent_dim,)`` :func:`whitening_scales` for them; and a summary:
+    the share of the Gram matrix's trace the rows carry, at each noise point, and what a random
+    basis of the same size carries on average (``d / F``).
 
     Args:
         decode: batched decoder through the frozen sampler (:func:`~embodied_steer.dsrl.na.make_decoder`).
@@ -86,7 +87,9 @@ def sensitivity_basis(decode: Decoder, obs: torch.Tensor, noise_shape: Sequence[
         log.info("sensitivity basis: Jacobians at the %s noise over %d states done", name, obs.shape[0])
     total = sum(m / m.trace().clamp_min(1e-12) for m in grams.values())
     values, vectors = torch.linalg.eigh(total)
-    rows = vectors[:, torch.argsort(values, descending=True)[: int(latent_dim)]].T.contiguous()
+    keep = torch.argsort(values, descending=True)[: int(latent_dim)]
+    rows = vectors[:, keep].T.contiguous()
+    scales = whitening_scales(values[keep], float(total.trace()), full)
     # eigh's signs are arbitrary: make each row's largest entry positive so the basis is reproducible
     signs = torch.sign(rows.gather(1, rows.abs().argmax(1, keepdim=True)))
     rows = rows * signs
@@ -97,7 +100,23 @@ def sensitivity_basis(decode: Decoder, obs: torch.Tensor, noise_shape: Sequence[
     # re-orthonormalise in float32 so LatentNoiseMap's check holds to its tolerance
     q, r = torch.linalg.qr(rows.T)
     rows = (q * torch.sign(torch.diagonal(r))).T.contiguous()
-    return rows, summary
+    summary["scale_min"], summary["scale_max"] = float(scales.min()), float(scales.max())
+    return rows, scales, summary
+
+
+def whitening_scales(values: torch.Tensor, trace: float, full: int) -> torch.Tensor:
+    """Per-row scales ``s_i = min(1, sqrt(tr M / (F · λ_i)))`` for basis rows with sensitivities
+    ``values`` ``λ_i`` (eigenvalues of ``M``, trace ``trace``, noise size ``F``).
+
+    A projected latent adds ``s_i · sqrt(F/d) · r_i`` to the noise per unit of entry ``i``, which moves
+    the executed actions by ``(F/d) s_i² λ_i`` (squared); a random basis row moves them by ``tr M / d``
+    on average. With these scales every latent entry moves the actions like an average random row
+    (so an untrained actor perturbs the base policy no more than with a random basis, where the
+    unscaled top rows moved them up to ~7× further on Lift), and the cap at 1 keeps a nearly inert
+    direction from being given more noise than a random basis would give it.
+    """
+    lam = values.double().clamp_min(1e-12)
+    return torch.sqrt(trace / (full * lam)).clamp(max=1.0).float()
 
 
 def basis_states(obs: np.ndarray, count: int) -> torch.Tensor:
@@ -110,24 +129,33 @@ def basis_states(obs: np.ndarray, count: int) -> torch.Tensor:
 
 def describe(summary: dict[str, float]) -> str:
     """One log line for a basis summary."""
-    parts = [f"{k[len('trace_share_'):]} {v:.2f}" for k, v in summary.items()]
-    return "share of the executed-action sensitivity the basis carries: " + ", ".join(parts)
+    parts = [f"{k[len('trace_share_'):]} {v:.2f}" for k, v in summary.items() if k.startswith("trace_share_")]
+    return ("share of the executed-action sensitivity the basis carries: " + ", ".join(parts)
+            + f"; whitening scales {summary['scale_min']:.2f}–{summary['scale_max']:.2f}")
 
 
 
-def compute_latent_map(env, obs: np.ndarray, count: int, seed: int):
+SCALES = ("whiten", "unit")
+"""How a sensitivity basis's rows are scaled (``adapt``'s ``latent_basis_scale``): ``whiten`` by
+:func:`whitening_scales`, ``unit`` not at all (the random basis's ``sqrt(F/d)`` for every row)."""
+
+
+def compute_latent_map(env, obs: np.ndarray, count: int, seed: int, scale: str = "whiten"):
     """A copy of ``env``'s projected :class:`~embodied_steer.dsrl.latent.LatentNoiseMap` with the
     sensitivity basis of its frozen policy, averaged over ``count`` of the agent observations ``obs``
-    (``env``: a :class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv`).
+    (``env``: a :class:`~embodied_steer.dsrl.wrapper.LatentNoiseEnv`), its rows scaled as ``scale``
+    says (:data:`SCALES`); and the basis's summary.
 
     Raises:
-        ConfigError: the latent is not projected, or the policy reads cameras (the agent
-            observations hold no images to re-run it on).
+        ConfigError: the latent is not projected, ``scale`` is unknown, or the policy reads cameras
+            (the agent observations hold no images to re-run it on).
     """
     from embodied_steer.dsrl.latent import LatentNoiseMap
     from embodied_steer.dsrl.na import make_decoder
 
     latent = env.latent
+    if scale not in SCALES:
+        raise ConfigError(f"latent_basis_scale must be one of {SCALES}, got {scale!r}")
     if latent.mode != "project":
         raise ConfigError(f"latent_basis=sensitivity needs latent_mode=project, got {latent.mode!r}")
     if env.policy.info.cameras:
@@ -136,7 +164,8 @@ def compute_latent_map(env, obs: np.ndarray, count: int, seed: int):
                           "(use latent_basis=random)")
     decode = make_decoder(env.policy, env.features, env.execute_steps, env.instruction)
     states = basis_states(obs, count)
-    rows, summary = sensitivity_basis(decode, states, latent.spec.shape, int(latent.latent_dim), latent.bound, seed=seed)
+    rows, scales, summary = sensitivity_basis(decode, states, latent.spec.shape, int(latent.latent_dim), latent.bound,
+                                              seed=seed)
     log.info("sensitivity basis from %d states: %s", len(states), describe(summary))
     return LatentNoiseMap(latent.spec, "project", latent.bound, latent.latent_dim, latent.seed, basis="sensitivity",
-                          rows=rows), summary
+                          rows=rows, scales=scales if scale == "whiten" else None), summary

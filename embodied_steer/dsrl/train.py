@@ -22,6 +22,7 @@ from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.latent import BASES, LatentNoiseMap
+from embodied_steer.dsrl.sensitivity import SCALES
 from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_ema_warmup, check_mc_target, check_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
@@ -58,6 +59,7 @@ class AdaptConfig:
     latent_dim: int | None = None
     latent_basis: str = "random"
     latent_basis_states: int = 64
+    latent_basis_scale: str = "whiten"
     gamma: float = 0.99
     use_env_state: bool = True
     train_horizon: int | None = None
@@ -120,6 +122,8 @@ class AdaptConfig:
         if self.latent_basis != "random" and (self.latent_mode != "project" or self.algo == "raw_sac"):
             raise ConfigError(f"latent_basis={self.latent_basis} needs a DSRL algo with latent_mode=project, got "
                               f"algo={self.algo} latent_mode={self.latent_mode}")
+        if self.latent_basis_scale not in SCALES:
+            raise ConfigError(f"latent_basis_scale must be one of {SCALES}, got {self.latent_basis_scale!r}")
         if not (isinstance(self.latent_basis_states, int) and self.latent_basis_states >= 1):
             raise ConfigError(f"latent_basis_states must be an integer >= 1, got {self.latent_basis_states!r}")
         check_shaping(self.reward_shaping, self.shaping_scale, self.shaping_sharpness)
@@ -278,8 +282,10 @@ def _latent_basis(cfg: AdaptConfig, train_env: LatentNoiseEnv, out: Path, resumi
     saved = out / LATENT_FILE
     if resuming and saved.is_file():
         latent = LatentNoiseMap.from_dict(json.loads(saved.read_text()))
-        if latent.basis != cfg.latent_basis:
-            raise ConfigError(f"{saved} holds a {latent.basis} basis; this run asks for latent_basis={cfg.latent_basis}")
+        scaled = "whiten" if latent.scales is not None else "unit"
+        if (latent.basis, scaled) != (cfg.latent_basis, cfg.latent_basis_scale):
+            raise ConfigError(f"{saved} holds a {latent.basis} basis scaled '{scaled}'; this run asks for "
+                              f"latent_basis={cfg.latent_basis} latent_basis_scale={cfg.latent_basis_scale}")
         log.info("latent basis: %s, read from %s", latent.basis, saved)
         return latent
     from embodied_steer.dsrl.sensitivity import compute_latent_map
@@ -294,7 +300,7 @@ def _latent_basis(cfg: AdaptConfig, train_env: LatentNoiseEnv, out: Path, resumi
     else:
         obs = np.stack([train_env.reset(seed=BASIS_RESET_SEED + cfg.seed * 1000 + i)[0]
                         for i in range(cfg.latent_basis_states)])
-    latent, _ = compute_latent_map(train_env, obs, cfg.latent_basis_states, cfg.seed)
+    latent, _ = compute_latent_map(train_env, obs, cfg.latent_basis_states, cfg.seed, cfg.latent_basis_scale)
     return latent
 
 
