@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from embodied_steer.core.errors import ConfigError
 from embodied_steer.dsrl.progress import read_curve
 from embodied_steer.dsrl.toy import ToyFlowPolicy, ToyGoalEnv
 from embodied_steer.dsrl.train import AdaptConfig, run_adapt
@@ -197,6 +198,12 @@ def test_sensitivity_basis_is_computed_once_saved_with_the_adapter_and_reused_on
     assert calls == [(4, 4)]  # read back, not computed again
     assert _counters(out)["progress"]["env_steps"] >= 96
     assert load_noise_adapter(out / "adapter").latent.to_dict() == saved
+    assert saved["scales"] and adapter.latent.scales is not None  # whitened by default
+
+    cfg.total_env_steps, cfg.latent_basis_scale = 144, "unit"  # a different basis would change what the actor means
+    with pytest.raises(ConfigError, match="latent_basis_scale=unit"):
+        run_adapt(cfg, ToyGoalEnv, ToyFlowPolicy())
+    assert _counters(out)["progress"]["env_steps"] < 144
 
 
 def test_training_horizon_shortens_training_episodes_but_not_evaluation(tmp_path):

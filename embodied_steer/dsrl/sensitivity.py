@@ -1,17 +1,20 @@
 """A projected latent along the noise directions that move the executed actions most.
 
 A random projection (``latent_basis=random``) spends the latent on arbitrary noise directions:
-on the shipped Lift policy a random 16-dim subspace of the 112-dim noise carries 13–26 % of what
-the best 16 directions do to the executed chunk (benchmarks/RESULTS.md), and which share a run gets
-depends on its seed. ``latent_basis=sensitivity`` takes the top eigenvectors of the frozen
+on the shipped Lift policy a random 16-dim subspace of the 112-dim noise carries 7–31 % of the
+executed chunk's sensitivity to the noise (the trace of its Jacobian Gram matrix), the best 16
+directions 88 % (``benchmarks/bench_dsrl_latent_basis.py``), and which share a run gets depends on
+its seed. ``latent_basis=sensitivity`` takes the top eigenvectors of the frozen
 sampler's averaged Jacobian Gram matrix instead::
 
     M = Σ_p  E_s[ J_p(s)ᵀ J_p(s) ] / tr(E_s[ J_p(s)ᵀ J_p(s) ]),   J_p(s) = ∂ a_exec(s, ε) / ∂ε  at ε = p
 
 over agent observations ``s`` and two noise points ``p``: the zero noise (the base policy's mean
 path, where an untrained actor starts) and one clipped ``N(0, I)`` draw per state (typical noise).
-Each point's Gram matrix is normalised by its trace because the sampler is far more sensitive at
-the zero noise (about 17× on Lift) and would otherwise decide alone. ``J`` is taken by forward
+Each point's Gram matrix is normalised by its trace because the sampler is more sensitive at the
+zero noise (about 5× on Lift's demonstration states) and would otherwise decide alone. The rows are
+then scaled (:func:`whitening_scales`) so that no latent entry moves the actions further than an
+average random row. ``J`` is taken by forward
 differences through the same batched decoder DSRL-NA uses, so it works for every policy that
 decoder supports (no gradients through the sampler needed).
 """
