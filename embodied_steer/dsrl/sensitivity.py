@@ -14,9 +14,11 @@ path, where an untrained actor starts) and one clipped ``N(0, I)`` draw per stat
 Each point's Gram matrix is normalised by its trace because the sampler is more sensitive at the
 zero noise (about 5× on Lift's demonstration states) and would otherwise decide alone. The rows are
 then scaled (:func:`whitening_scales`) so that no latent entry moves the actions further than an
-average random row. ``J`` is taken by forward
-differences through the same batched decoder DSRL-NA uses, so it works for every policy that
-decoder supports (no gradients through the sampler needed).
+average random row. ``J`` is taken by forward differences through the same batched decoder DSRL-NA
+uses, so it works for every policy that decoder supports (no gradients through the sampler needed).
+
+Measured on Lift (benchmarks/RESULTS.md, sixteenth session): the whitened basis learned worse than a
+random one, and the unscaled one broke training; ``latent_basis=random`` stays the default.
 """
 
 from __future__ import annotations
@@ -135,7 +137,6 @@ def describe(summary: dict[str, float]) -> str:
     parts = [f"{k[len('trace_share_'):]} {v:.2f}" for k, v in summary.items() if k.startswith("trace_share_")]
     return ("share of the executed-action sensitivity the basis carries: " + ", ".join(parts)
             + f"; whitening scales {summary['scale_min']:.2f}–{summary['scale_max']:.2f}")
-
 
 
 SCALES = ("whiten", "unit")

@@ -22,12 +22,12 @@ from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
 from embodied_steer.dsrl.latent import BASES, LatentNoiseMap
-from embodied_steer.dsrl.sensitivity import SCALES
 from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_ema_warmup, check_mc_target, check_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
+from embodied_steer.dsrl.sensitivity import SCALES
 from embodied_steer.dsrl.shaping import check_shaping, make_potential
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv
 
@@ -278,7 +278,8 @@ def _latent_basis(cfg: AdaptConfig, train_env: LatentNoiseEnv, out: Path, resumi
     """The run's projected latent with a computed basis: the one saved in the run folder when
     resuming, else the sensitivity basis averaged over ``latent_basis_states`` agent observations —
     the offline dataset's, or (without one) the first observations of as many training-env resets
-    (seeds no training or evaluation episode uses; a reset costs no environment step)."""
+    (a reset costs no environment step, and every training or evaluation episode resets with its
+    own seed afterwards, so these resets change none of them)."""
     saved = out / LATENT_FILE
     if resuming and saved.is_file():
         latent = LatentNoiseMap.from_dict(json.loads(saved.read_text()))
@@ -305,8 +306,7 @@ def _latent_basis(cfg: AdaptConfig, train_env: LatentNoiseEnv, out: Path, resumi
 
 
 BASIS_RESET_SEED = 900_000_000
-"""Reset seeds of the states a basis is computed from without a dataset (far from the training
-episodes' ``seed · 1000003 + episode`` and the evaluation's ``eval_seed + i``)."""
+"""First reset seed of the states a basis is computed from without a dataset."""
 
 
 def _run_sb3(cfg: AdaptConfig, train_env, eval_env, out: Path, resuming: bool, gamma: float,
