@@ -32,14 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from embodied_steer.cli import compose, instantiate_env, instantiate_policy  # noqa: E402
 from embodied_steer.dsrl.latent import LatentNoiseMap  # noqa: E402
 from embodied_steer.dsrl.na import make_decoder, offline_transitions  # noqa: E402
-from embodied_steer.dsrl.sensitivity import basis_states, jacobian_gram  # noqa: E402
+from embodied_steer.dsrl.sensitivity import (  # noqa: E402
+    basis_from_grams, basis_states, jacobian_gram, noise_points, trace_share)
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv  # noqa: E402
-
-
-def share(rows: torch.Tensor, gram: torch.Tensor) -> float:
-    """``tr(R M Rᵀ) / tr(M)``: the share of the sensitivity ``M`` the rows ``R`` carry."""
-    r = rows.double()
-    return float(torch.trace(r @ gram @ r.T) / gram.trace())
 
 
 def main() -> None:
@@ -71,9 +66,7 @@ def main() -> None:
     zero = jacobian_gram(decode, obs, torch.zeros(len(obs), *shape))
     grams = {"zero": zero}
     for seed in args.seeds:  # the random noise point is drawn per seed, as adapt does
-        g = torch.Generator().manual_seed(seed)
-        grams[f"random_{seed}"] = jacobian_gram(decode, obs, torch.randn(len(obs), *shape, generator=g).clamp(
-            -args.bound, args.bound))
+        grams[f"random_{seed}"] = jacobian_gram(decode, obs, noise_points(len(obs), shape, args.bound, seed)["random"])
         logging.info("Gram at seed %d's random noise done (%.0f s)", seed, time.perf_counter() - t0)
     env.close()
 
@@ -86,12 +79,10 @@ def main() -> None:
     print("|---|---:|---:|---:|---|")
     for seed in args.seeds:
         m_rand = grams[f"random_{seed}"]
-        total = zero / zero.trace() + m_rand / m_rand.trace()
-        values, vectors = torch.linalg.eigh(total)
-        sens = vectors[:, torch.argsort(values, descending=True)[: args.dim]].T
+        sens, _, _ = basis_from_grams({"zero": zero, "random": m_rand}, args.dim)  # what adapt would compute
         rand = LatentNoiseMap(env.latent.spec, "project", args.bound, args.dim, seed).projection_rows
         for name, r in (("sensitivity", sens), ("random", rand)):
-            z, w = share(r, zero), share(r, m_rand)
+            z, w = trace_share(r, zero), trace_share(r, m_rand)
             row = {"basis": name, "seed": seed, "zero": z, "random": w, "of_best_zero": z / best(zero),
                    "of_best_random": w / best(m_rand)}
             out["rows"].append(row)

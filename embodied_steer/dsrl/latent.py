@@ -36,6 +36,12 @@ BASES = ("random", "sensitivity")
 """Where a projected latent's rows come from (``adapt``'s ``latent_basis``)."""
 
 
+def check_basis(basis: str) -> None:
+    """Raise :class:`ConfigError` unless ``basis`` is one of :data:`BASES`."""
+    if basis not in BASES:
+        raise ConfigError(f"latent_basis must be one of {BASES}, got {basis!r}")
+
+
 @dataclass
 class LatentNoiseMap:
     """Turns latent actions ``(B, latent_dim)`` into sampler noise ``(B, *spec.shape)``.
@@ -87,8 +93,7 @@ class LatentNoiseMap:
     def _project_rows(self, full: int) -> torch.Tensor:
         """The ``(d, full)`` orthonormal rows of the projection (random from ``seed``, or ``rows`` checked)."""
         d = int(self.latent_dim)
-        if self.basis not in BASES:
-            raise ConfigError(f"latent_basis must be one of {BASES}, got {self.basis!r}")
+        check_basis(self.basis)
         if self.basis == "random":
             if self.rows is not None:
                 raise ConfigError("a random latent basis is drawn from its seed; rows were given as well")

@@ -83,13 +83,32 @@ def sensitivity_basis(decode: Decoder, obs: torch.Tensor, noise_shape: Sequence[
     if not 1 <= int(latent_dim) <= full:
         raise ConfigError(f"latent_dim must be in [1, {full}] for a sensitivity basis, got {latent_dim}")
     obs = obs.float()
-    g = torch.Generator().manual_seed(int(seed))
-    points = {"zero": torch.zeros(obs.shape[0], *noise_shape),
-              "random": torch.randn(obs.shape[0], *noise_shape, generator=g).clamp(-bound, bound)}
     grams = {}
-    for name, noise in points.items():
+    for name, noise in noise_points(obs.shape[0], noise_shape, bound, seed).items():
         grams[name] = jacobian_gram(decode, obs, noise, eps)
         log.info("sensitivity basis: Jacobians at the %s noise over %d states done", name, obs.shape[0])
+    return basis_from_grams(grams, latent_dim)
+
+
+def noise_points(n: int, noise_shape: Sequence[int], bound: float, seed: int) -> dict[str, torch.Tensor]:
+    """The two noise points a basis's Jacobians are taken at, ``(n, *noise_shape)`` each: ``"zero"``
+    and ``"random"`` (``N(0, I)`` drawn with ``seed``, clipped to ``±bound``)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return {"zero": torch.zeros(n, *noise_shape),
+            "random": torch.randn(n, *noise_shape, generator=g).clamp(-bound, bound)}
+
+
+def trace_share(rows: torch.Tensor, gram: torch.Tensor) -> float:
+    """``tr(R M Rᵀ) / tr(M)``: the share of the sensitivity ``M`` that the rows ``R`` carry."""
+    r = rows.to(gram.dtype)
+    return float(torch.trace(r @ gram @ r.T) / gram.trace().clamp_min(1e-12))
+
+
+def basis_from_grams(grams: dict[str, torch.Tensor], latent_dim: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """:func:`sensitivity_basis` from Gram matrices already computed (``{point name: (F, F)}``): the
+    top ``latent_dim`` eigenvectors of their trace-normalised sum, with signs fixed, their whitening
+    scales and the summary."""
+    full = int(next(iter(grams.values())).shape[0])
     total = sum(m / m.trace().clamp_min(1e-12) for m in grams.values())
     values, vectors = torch.linalg.eigh(total)
     keep = torch.argsort(values, descending=True)[: int(latent_dim)]
@@ -98,8 +117,7 @@ def sensitivity_basis(decode: Decoder, obs: torch.Tensor, noise_shape: Sequence[
     # eigh's signs are arbitrary: make each row's largest entry positive so the basis is reproducible
     signs = torch.sign(rows.gather(1, rows.abs().argmax(1, keepdim=True)))
     rows = rows * signs
-    summary = {f"trace_share_{name}": float(torch.trace(rows @ m @ rows.T) / m.trace().clamp_min(1e-12))
-               for name, m in grams.items()}
+    summary = {f"trace_share_{name}": trace_share(rows, m) for name, m in grams.items()}
     summary["trace_share_random_basis"] = int(latent_dim) / full
     rows = rows.float()
     # re-orthonormalise in float32 so LatentNoiseMap's check holds to its tolerance
@@ -144,6 +162,12 @@ SCALES = ("whiten", "unit")
 :func:`whitening_scales`, ``unit`` not at all (the random basis's ``sqrt(F/d)`` for every row)."""
 
 
+def check_scale(scale: str) -> None:
+    """Raise :class:`ConfigError` unless ``scale`` is one of :data:`SCALES`."""
+    if scale not in SCALES:
+        raise ConfigError(f"latent_basis_scale must be one of {SCALES}, got {scale!r}")
+
+
 def compute_latent_map(env, obs: np.ndarray, count: int, seed: int, scale: str = "whiten"):
     """A copy of ``env``'s projected :class:`~embodied_steer.dsrl.latent.LatentNoiseMap` with the
     sensitivity basis of its frozen policy, averaged over ``count`` of the agent observations ``obs``
@@ -158,8 +182,7 @@ def compute_latent_map(env, obs: np.ndarray, count: int, seed: int, scale: str =
     from embodied_steer.dsrl.na import make_decoder
 
     latent = env.latent
-    if scale not in SCALES:
-        raise ConfigError(f"latent_basis_scale must be one of {SCALES}, got {scale!r}")
+    check_scale(scale)
     if latent.mode != "project":
         raise ConfigError(f"latent_basis=sensitivity needs latent_mode=project, got {latent.mode!r}")
     if env.policy.info.cameras:

@@ -21,13 +21,13 @@ import torch
 from embodied_steer.core.errors import ConfigError
 from embodied_steer.core.policy import SteerablePolicy
 from embodied_steer.dsrl.horizon import TrainingHorizon
-from embodied_steer.dsrl.latent import BASES, LatentNoiseMap
+from embodied_steer.dsrl.latent import LatentNoiseMap, check_basis
 from embodied_steer.dsrl.na import NA_ACTOR_INITS, actor_learning_rate, check_ema_warmup, check_mc_target, check_rate
 from embodied_steer.dsrl.policy import ACT_MODES
 from embodied_steer.dsrl.progress import Counters, Progress, truncate_logs, write_folder_atomically
 from embodied_steer.dsrl.raw import RawActionEnv
 from embodied_steer.dsrl.sac import SACSettings, build_sac, load_sac, sac_actor_state, sac_deterministic, save_sac
-from embodied_steer.dsrl.sensitivity import SCALES
+from embodied_steer.dsrl.sensitivity import check_scale
 from embodied_steer.dsrl.shaping import check_shaping, make_potential
 from embodied_steer.dsrl.wrapper import LatentNoiseEnv
 
@@ -117,13 +117,11 @@ class AdaptConfig:
         if self.total_env_steps < (0 if offline_only else 1):
             raise ConfigError(f"total_env_steps must be >= 1 (0 only for offline-only dsrl_na), got {self.total_env_steps}")
         self.training_horizon  # checks train_horizon / train_horizon_cut
-        if self.latent_basis not in BASES:
-            raise ConfigError(f"latent_basis must be one of {BASES}, got {self.latent_basis!r}")
+        check_basis(self.latent_basis)
         if self.latent_basis != "random" and (self.latent_mode != "project" or self.algo == "raw_sac"):
             raise ConfigError(f"latent_basis={self.latent_basis} needs a DSRL algo with latent_mode=project, got "
                               f"algo={self.algo} latent_mode={self.latent_mode}")
-        if self.latent_basis_scale not in SCALES:
-            raise ConfigError(f"latent_basis_scale must be one of {SCALES}, got {self.latent_basis_scale!r}")
+        check_scale(self.latent_basis_scale)
         if not (isinstance(self.latent_basis_states, int) and self.latent_basis_states >= 1):
             raise ConfigError(f"latent_basis_states must be an integer >= 1, got {self.latent_basis_states!r}")
         check_shaping(self.reward_shaping, self.shaping_scale, self.shaping_sharpness)
@@ -249,15 +247,16 @@ def run_adapt(cfg: AdaptConfig, make_env: Callable[[], Any], policy: SteerablePo
         # Built (and refused) before anything is written to the run folder.
         train_env.shaping = make_potential(cfg.reward_shaping, train_env.features, cfg.shaping_scale,
                                            cfg.shaping_sharpness)
-        if cfg.algo != "raw_sac" and cfg.latent_basis != "random":
-            latent = _latent_basis(cfg, train_env, out, resuming)
-            train_env.use_latent(latent)
-            eval_env.use_latent(latent)
+        # check() allows a computed basis only for the DSRL algos, whose envs have a latent
+        computed = _latent_basis(cfg, train_env, out, resuming) if cfg.latent_basis != "random" else None
+        if computed is not None:
+            train_env.use_latent(computed)
+            eval_env.use_latent(computed)
         out.mkdir(parents=True, exist_ok=True)
         (out / "adapt_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        if cfg.algo != "raw_sac" and cfg.latent_basis != "random":
+        if computed is not None:
             tmp = out / (LATENT_FILE + ".tmp")
-            tmp.write_text(json.dumps(train_env.latent.to_dict()))
+            tmp.write_text(json.dumps(computed.to_dict()))
             tmp.replace(out / LATENT_FILE)  # atomic: a kill leaves the old file or the new one
         if cfg.algo == "dsrl_na":
             from embodied_steer.dsrl.na import run_na
